@@ -1,0 +1,220 @@
+"""Models on disk: a folder with ``config.json`` and ``model.safetensors``.
+
+Loading never unpickles code: our own weights are safetensors, and a foreign ``.pth`` is read with
+``torch.load(weights_only=True)``. Every write goes to a temporary file first and is renamed into
+place, so an interrupted save leaves the previous model intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from radiofm.config import ModelConfig, preset
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ZOO_DIR = Path(__file__).parent / "zoo"
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- resolving names
+def zoo_names() -> list[str]:
+    if not ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A model folder, a training run folder (stands for its final model) or a zoo name -> model folder."""
+    path = Path(name_or_path)
+    for candidate in (path, path / "final"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    if str(name_or_path) in zoo_names():
+        return ZOO_DIR / str(name_or_path)
+    if path.exists():
+        raise FileNotFoundError(
+            f"{path} is not a model folder: it has no {CONFIG_FILE} (nor final/{CONFIG_FILE} as a run folder has)"
+        )
+    raise FileNotFoundError(
+        f"no model folder or zoo model named {str(name_or_path)!r}; zoo models: {', '.join(zoo_names()) or 'none'}"
+    )
+
+
+def load_config(name_or_path: str | os.PathLike) -> ModelConfig:
+    folder = resolve_model_dir(name_or_path)
+    path = folder / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    try:
+        return ModelConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+# --------------------------------------------------------------------------- save / load
+def save_model(model, folder: str | os.PathLike, cfg: ModelConfig | None = None, half: bool = False) -> Path:
+    """Write ``model`` (a radiofm ``VisionTransformer``) as a model folder; ``half`` stores fp16 weights."""
+    from safetensors.torch import save_file
+
+    cfg = cfg or model.cfg
+    folder = Path(folder)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        state[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "radiofm_task": cfg.task})
+    write_text_atomic(folder / CONFIG_FILE, cfg.to_json() + "\n")
+    return folder
+
+
+def load_state_dict(folder: str | os.PathLike) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = resolve_model_dir(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
+
+
+def load_model(name_or_path: str | os.PathLike, device: str = "cpu", task: str | None = None):
+    """Build the model of a folder or zoo name and load its weights (fp32, eval mode).
+
+    ``task`` rebuilds the weights under another head: an MAE or classifier folder loaded with
+    ``task="encode"`` gives its encoder.
+    """
+    from radiofm.model import build_model
+
+    cfg = load_config(name_or_path)
+    state = load_state_dict(name_or_path)
+    if task is not None and task != cfg.task:
+        cfg = cfg.replace(task=task)
+        state = encoder_state(state)
+    model = build_model(cfg)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {resolve_model_dir(name_or_path)} do not fit a {cfg.name} {cfg.task} model: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval()
+
+
+def encoder_state(state: dict) -> dict:
+    """The encoder's tensors of a state dict (no decoder, mask token or head)."""
+    drop = ("decoder_", "mask_token", "head.", "fc_norm.")
+    return {k: v for k, v in state.items() if not k.startswith(drop)}
+
+
+# --------------------------------------------------------------------------- original checkpoints
+def read_original_checkpoint(path: str | os.PathLike) -> dict:
+    """The state dict of an original-implementation ``.pth`` (a dict with a ``model`` key), read
+    without unpickling code: anything beyond tensors and plain containers is refused."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} needs arbitrary code to be unpickled, which radiofm refuses to run. "
+            f"Re-save it as a plain state dict (torch.save({{'model': model.state_dict()}}, ...)) "
+            f"in a trusted environment. Detail: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e})") from e
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict of tensors (expected a dict with a 'model' key)")
+    return state
+
+
+def config_from_state(state: dict, base: ModelConfig) -> ModelConfig:
+    """Task, channels and class count read from the tensors; the size from ``base`` (checked)."""
+    w = state.get("patch_embed.proj.weight")
+    if w is None:
+        raise ValueError("state dict has no patch_embed.proj.weight: not a ViT/MAE checkpoint")
+    dim, in_chans, p, _ = w.shape
+    depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
+    if (dim, depth, p) != (base.embed_dim, base.depth, base.patch_size):
+        raise ValueError(
+            f"checkpoint has width {dim}, depth {depth}, patch {p}, but preset {base.name} has "
+            f"{base.embed_dim}, {base.depth}, {base.patch_size}: pick the matching --model"
+        )
+    changes: dict[str, Any] = dict(in_chans=int(in_chans))
+    if "mask_token" in state:
+        dd = state["decoder_embed.weight"].shape[0]
+        ddepth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
+        changes.update(task="mae", decoder_embed_dim=int(dd), decoder_depth=ddepth)
+    elif "head.weight" in state:
+        changes.update(task="classify", num_classes=int(state["head.weight"].shape[0]),
+                       pool="avg" if "fc_norm.weight" in state else "cls", labels=[])
+    elif "decoder_pred.weight" in state:
+        dd = state["decoder_embed.weight"].shape[0]
+        sdepth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
+        changes.update(task="segment", num_classes=int(state["decoder_pred.weight"].shape[0]) // (p * p),
+                       decoder_embed_dim=int(dd), seg_depth=sdepth, labels=[])
+    else:
+        changes.update(task="encode")
+    pos = state.get("pos_embed")
+    if pos is not None and pos.shape[1] - 1 != base.num_patches:
+        side = round((pos.shape[1] - 1) ** 0.5)
+        changes["img_size"] = (side * p, side * p)
+    return base.replace(**changes)
+
+
+def convert_original(src: str | os.PathLike, model: str, out: str | os.PathLike, labels: list[str] | None = None):
+    """Convert an original-implementation checkpoint into a radiofm model folder; returns (folder, cfg)."""
+    from radiofm.model import build_model
+
+    state = read_original_checkpoint(src)
+    cfg = config_from_state(state, preset(model))
+    if labels:
+        cfg = cfg.replace(labels=list(labels))
+    net = build_model(cfg)
+    missing, unexpected = net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{src} does not fit a {model} {cfg.task} model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return save_model(net, out, cfg), cfg

@@ -1,0 +1,150 @@
+"""The ``radiofm`` command line.
+
+This is the one module that knows every part of radiofm; each command imports what it needs inside
+its body, so ``radiofm --help`` and light commands stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="radiofm: radio foundation models (ViT + Masked Spectrogram Modeling) for RAN and edge boxes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Synthesise and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    from rich.text import Text
+
+    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- info
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _engine_rows() -> list[tuple[str, str, str]]:
+    """(engine, status, detail) for every engine radiofm can drive."""
+    rows = []
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        detail = torch.cuda.get_device_name(0) if cuda else "CPU"
+        rows.append(("torch", "ok", f"{detail}; bf16 {'yes' if _cpu_bf16() or cuda else 'no'}"))
+    except ImportError as e:
+        rows.append(("torch", "missing", str(e)))
+    try:
+        import onnxruntime as ort
+
+        rows.append(("onnx", "ok", ", ".join(ort.get_available_providers())))
+    except ImportError as e:
+        rows.append(("onnx", "missing", f"{e}; pip install onnxruntime"))
+    try:
+        from radiofm.kernels import triton_available
+
+        rows.append(("triton kernels", "ok" if triton_available() else "unavailable",
+                     "CUDA GPU or TRITON_INTERPRET=1 needed" if not triton_available() else "ready"))
+    except ImportError as e:
+        rows.append(("triton kernels", "missing", str(e)))
+    try:
+        import tensorrt  # noqa: F401
+
+        rows.append(("trt", "ok", f"TensorRT {tensorrt.__version__}"))
+    except ImportError:
+        rows.append(("trt", "missing", 'pip install "radiofm\\[gpu]" on a machine with a CUDA GPU'))
+    return rows
+
+
+def _cpu_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@app.command()
+def info(models: bool = typer.Option(False, "--models", help="List the model presets instead.")):
+    """Versions, and which engines and devices work here."""
+    if models:
+        from radiofm.config import PRESET_NAMES, preset
+        from radiofm.model import encoder_param_count, flops_per_forward
+
+        table = Table(title="radiofm model presets (1-channel input)")
+        for col in ("preset", "input", "patch", "width", "depth", "heads", "decoder", "encoder params", "GFLOP/forward"):
+            table.add_column(col, justify="right" if col not in ("preset",) else "left")
+        for name in PRESET_NAMES:
+            c = preset(name)
+            table.add_row(
+                name, f"{c.img_size[0]}x{c.img_size[1]}", str(c.patch_size), str(c.embed_dim), str(c.depth),
+                str(c.num_heads), f"{c.decoder_embed_dim}x{c.decoder_depth}",
+                f"{encoder_param_count(c) / 1e6:.1f} M", f"{flops_per_forward(c) / 1e9:.2f}",
+            )
+        console.print(table)
+        return
+    from radiofm import __version__
+    from radiofm.checkpoint import zoo_names
+
+    table = Table(title=f"radiofm {__version__}")
+    table.add_column("package")
+    table.add_column("version")
+    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "triton", "tensorrt", "numpy", "scipy"):
+        table.add_row(dist, _version(dist) or "-")
+    console.print(table)
+    engines = Table(title="engines on this machine")
+    for col in ("engine", "status", "detail"):
+        engines.add_column(col)
+    for row in _engine_rows():
+        engines.add_row(*row)
+    console.print(engines)
+    console.print(f"zoo models: {', '.join(zoo_names()) or 'none'}")
+
+
+# --------------------------------------------------------------------------- convert
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="Original-implementation checkpoint (.pth with a 'model' key)."),
+    model: str = typer.Option("vit-s", "--model", "-m", help="Size preset the checkpoint was trained with."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    labels: Optional[List[str]] = typer.Option(None, "--label", help="Class names in order (repeat the option)."),
+):
+    """Convert an original MAE / ViT checkpoint into a radiofm model folder (no code is unpickled)."""
+    from radiofm.checkpoint import convert_original
+
+    try:
+        folder, cfg = convert_original(src, model, out, labels)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(
+        f"wrote {folder}: {cfg.name} {cfg.task}, {cfg.in_chans} channel(s), "
+        f"{cfg.img_size[0]}x{cfg.img_size[1]}" + (f", {cfg.num_classes} classes" if cfg.num_classes else "")
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
