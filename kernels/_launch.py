@@ -1,0 +1,42 @@
+"""What every launcher checks before it starts a kernel: one device, and a device the kernel can run on."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from triton.runtime.interpreter import InterpretedFunction
+
+
+def check_device(fn_name: str, kernel: object, **tensors: torch.Tensor | None) -> torch.device:
+    """The one device all ``tensors`` live on; a ValueError when the kernel cannot run there.
+
+    Whether a kernel is interpreted is fixed when its module is imported (triton reads
+    TRITON_INTERPRET in ``@triton.jit``), so the kernel object is asked, not the environment.
+    """
+    given = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in given.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {t.device}" for name, t in given.items())
+        raise ValueError(f"{fn_name}: all tensors must be on one device, got {where}")
+    device = devices.pop()
+    interpreted = isinstance(kernel, InterpretedFunction)
+    if device.type == "cuda" and not interpreted:
+        return device
+    if device.type == "cpu" and interpreted:
+        return device
+    if interpreted:
+        raise ValueError(
+            f"{fn_name}: triton runs in interpreter mode (TRITON_INTERPRET=1), which takes CPU tensors; "
+            f"got tensors on {device}"
+        )
+    raise ValueError(
+        f"{fn_name} needs CUDA tensors (got {device}); to run on the CPU, set TRITON_INTERPRET=1 "
+        "before triton is first imported"
+    )
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Launch on the tensors' GPU, not the current one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+

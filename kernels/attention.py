@@ -1,0 +1,202 @@
+"""Masked attention forward, FlashAttention-style, beside its PyTorch reference.
+
+One program holds a block of queries of one (batch, head) and streams the keys past it in blocks,
+keeping a running max and sum (online softmax, in exp2), so the N x N score matrix never reaches
+memory. ``key_padding`` marks the keys that may be attended; a key block with none of them is
+skipped before its dot products are issued, so a batch whose sequences are half padding costs about
+half the work. A query row with no key to attend gets zeros, where a plain softmax would give NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import check_device, on_device
+
+_LOG2E = 1.4426950408889634  # softmax(x) = exp2(x * log2(e)) / sum: exp2 is the cheap instruction
+_MAX_HEAD_DIM = 256
+
+
+class AttentionConfig(NamedTuple):
+    block_m: int  # queries per program
+    block_n: int  # keys per inner step (and the granularity at which padded keys are skipped)
+    num_warps: int
+    num_stages: int
+
+
+def default_config(head_dim: int) -> AttentionConfig:
+    """One config per head dim: tiles that compile on any GPU with tensor cores (all sides >= 16).
+
+    64 queries per program keeps a grid of thousands of programs at ViT sizes (N = 197), where 128
+    would leave many rows idle; wide heads take narrower key blocks to stay within registers.
+    """
+    if head_dim <= 64:
+        return AttentionConfig(block_m=64, block_n=64, num_warps=4, num_stages=3)
+    return AttentionConfig(block_m=64, block_n=32, num_warps=4, num_stages=3)
+
+
+@triton.jit
+def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, qk_scale,
+                  stride_kn, stride_kd, stride_vn, stride_vd):
+    # K is loaded transposed (d x keys) so the dot needs no in-register transpose.
+    k = tl.load(k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn,
+                mask=d_ok[:, None] & valid[None, :], other=0.0)
+    # "ieee" only matters for fp32 inputs: it keeps them exact instead of rounding to tf32.
+    qk = tl.dot(q, k, input_precision="ieee")
+    qk = tl.where(valid[None, :], qk * qk_scale, float("-inf"))
+    # Every block that reaches here holds at least one valid key, so m_new is finite and
+    # exp2(m_i - m_new) is 0 (first block) or a proper rescale, never NaN.
+    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(qk - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    # Padded keys are never loaded: their values may hold anything, inf and NaN included.
+    v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                mask=valid[:, None] & d_ok[None, :], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _masked_attention_fwd(
+    Q, K, V, KEY_PADDING, OUT,
+    qk_scale, n_heads, n_q, n_k,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_pb, stride_pn,
+    stride_ob, stride_oh, stride_on, stride_od,
+    HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    # int64 offsets: batch x heads x tokens x dim may pass 2**31 elements at large batch.
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM  # the head dim is padded to a power of two
+    row_ok = offs_m < n_q
+
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    for start_n in range(0, n_k, BLOCK_N):
+        cols = start_n + offs_n
+        valid = cols < n_k
+        if HAS_PADDING:
+            valid = valid & (tl.load(KEY_PADDING + b * stride_pb + cols * stride_pn, mask=valid, other=0) != 0)
+            # The skip: one small load and a reduction instead of two dot products.
+            if tl.max(valid.to(tl.int32), axis=0) > 0:
+                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
+                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd)
+        else:
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
+                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd)
+
+    # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+def masked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding: torch.Tensor | None = None,
+    scale: float | None = None,
+    *,
+    config: AttentionConfig | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale, over the keys ``key_padding`` allows) v, without the N x N matrix.
+
+    q: (B, H, Nq, d); k, v: (B, H, Nk, d); fp32, fp16 or bf16, one dtype, any strides; d <= 256
+    (32, 64, 128 are the tuned sizes). key_padding: (B, Nk) bool, True where a key may be attended;
+    None attends to all. scale defaults to 1/sqrt(d). Accumulates in fp32; returns (B, H, Nq, d)
+    in q's dtype. Rows with no key to attend are zeros. ``config`` overrides the tile sizes.
+    """
+    _check_attention_inputs(q, k, v, key_padding)
+    device = check_device("masked_attention", _masked_attention_fwd, q=q, k=k, v=v, key_padding=key_padding)
+    batch, heads, n_q, head_dim = q.shape
+    n_k = k.shape[2]
+    cfg = config or default_config(head_dim)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.numel() == 0:
+        return out
+    # Triton takes a bool tensor as i1; bytes are what the kernel loads.
+    padding = key_padding.view(torch.uint8) if key_padding is not None else out
+    padding_strides = padding.stride() if key_padding is not None else (0, 0)
+    grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
+    with on_device(device):
+        _masked_attention_fwd[grid](
+            q, k, v, padding, out,
+            scale * _LOG2E, heads, n_q, n_k,
+            *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride(),
+            HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+    return out
+
+
+def masked_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """What ``masked_attention`` computes, in plain PyTorch: explicit softmax in fp32.
+
+    Same arguments and result dtype; a row with no key to attend is defined as zeros.
+    """
+    _check_attention_inputs(q, k, v, key_padding)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = (q.float() @ k.float().transpose(-2, -1)) * scale
+    if key_padding is not None:
+        allowed = key_padding[:, None, None, :]
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).masked_fill(~allowed.any(-1, keepdim=True), 0.0)
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    return (probs @ v.float()).to(q.dtype)
+
+
+def _check_attention_inputs(q, k, v, key_padding) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(f"masked_attention: {name} must be a 4-D tensor (B, H, N, d), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"masked_attention: q must be float32, float16 or bfloat16, got {q.dtype}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"masked_attention: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    batch, heads, _, head_dim = q.shape
+    if k.shape != v.shape or k.shape[:2] != (batch, heads) or k.shape[3] != head_dim:
+        raise ValueError(f"masked_attention: k and v must be (B, H, Nk, d) = ({batch}, {heads}, Nk, {head_dim}), "
+                         f"got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if not 1 <= head_dim <= _MAX_HEAD_DIM:
+        raise ValueError(f"masked_attention: head dim must be 1..{_MAX_HEAD_DIM}, got {head_dim}")
+    if key_padding is not None:
+        if key_padding.dtype != torch.bool:
+            raise ValueError(f"masked_attention: key_padding must be a bool tensor (True = attend), "
+                             f"got {key_padding.dtype}")
+        if tuple(key_padding.shape) != (batch, k.shape[2]):
+            raise ValueError(f"masked_attention: key_padding must be (B, Nk) = ({batch}, {k.shape[2]}), "
+                             f"got {tuple(key_padding.shape)}")
