@@ -1,0 +1,250 @@
+"""The Triton kernels against their PyTorch references (on the CPU through TRITON_INTERPRET=1, see conftest).
+
+Tolerances: fp32 inputs within 1e-5 absolute (outputs are O(1)); fp16 inputs within 5e-3 absolute
++ 5e-3 relative of the reference computed in fp32 on the same fp16 values (the kernels round the
+softmax weights and the output to fp16). bf16 is checked on a GPU only (benchmarks/gpu_check.py):
+the interpreter computes bf16 wrongly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import radiofm.kernels as kernels  # noqa: E402
+from radiofm.kernels import (  # noqa: E402
+    masked_attention,
+    masked_attention_reference,
+    patch_embed,
+    patch_embed_reference,
+)
+
+FP32 = dict(atol=1e-5, rtol=0.0)
+FP16 = dict(atol=5e-3, rtol=5e-3)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _qkv(batch, heads, n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, n, d, generator=g).to(DEVICE) for _ in range(3)]
+
+
+def _padding(kind: str, batch: int, n: int, seed=0) -> torch.Tensor | None:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "none":
+        return None
+    if kind == "all":
+        mask = torch.ones(batch, n, dtype=torch.bool)
+    elif kind == "random":
+        mask = torch.rand(batch, n, generator=g) < 0.5
+    elif kind == "tail":  # variable length: the second half of the keys is padding, whole blocks skipped
+        mask = torch.arange(n)[None, :].expand(batch, n) < n // 2
+    elif kind == "single":
+        mask = torch.zeros(batch, n, dtype=torch.bool)
+        mask[torch.arange(batch), torch.randint(n, (batch,), generator=g)] = True
+    elif kind == "empty":
+        mask = torch.zeros(batch, n, dtype=torch.bool)
+    else:
+        raise AssertionError(kind)
+    return mask.to(DEVICE)
+
+
+# --------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("d,n", [(32, 37), (64, 37), (128, 37), (32, 150), (64, 197)])
+@pytest.mark.parametrize("kind", ["none", "all", "random", "tail", "single", "empty"])
+def test_attention_fp32_matches_reference(d, n, kind):
+    q, k, v = _qkv(2, 2, n, d)
+    mask = _padding(kind, 2, n)
+    out = masked_attention(q, k, v, mask)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    torch.testing.assert_close(out, masked_attention_reference(q, k, v, mask), **FP32)
+
+
+@pytest.mark.parametrize("kind", ["none", "random", "single"])
+def test_attention_fp16_inputs(kind):
+    q, k, v = (t.half() for t in _qkv(2, 3, 50, 64))
+    mask = _padding(kind, 2, 50)
+    out = masked_attention(q, k, v, mask)
+    assert out.dtype == torch.float16
+    expected = masked_attention_reference(q.float(), k.float(), v.float(), mask)
+    torch.testing.assert_close(out.float(), expected, **FP16)
+
+
+def test_attention_rows_without_keys_are_zeros_and_padded_values_are_never_read():
+    q, k, v = _qkv(3, 2, 40, 32)
+    mask = _padding("random", 3, 40)
+    mask[1] = False
+    # Whatever padded keys hold, even NaN and inf, must not reach the output.
+    k_dirty, v_dirty = k.clone(), v.clone()
+    k_dirty[~mask[:, None, :, None].expand_as(k)] = float("nan")
+    v_dirty[~mask[:, None, :, None].expand_as(v)] = float("inf")
+    out = masked_attention(q, k_dirty, v_dirty, mask)
+    assert torch.isfinite(out).all()
+    assert (out[1] == 0).all()
+    torch.testing.assert_close(out, masked_attention_reference(q, k, v, mask), **FP32)
+
+
+def test_attention_strided_views_cross_length_and_scale():
+    # The model's q, k, v are permuted slices of one qkv projection: no contiguous copy needed.
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 45, 3, 2, 32, generator=g).to(DEVICE).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    assert not q.is_contiguous()
+    wide = _padding("random", 2, 90)
+    mask = wide[:, ::2]  # a strided bool view
+    torch.testing.assert_close(masked_attention(q, k, v, mask), masked_attention_reference(q, k, v, mask), **FP32)
+    # Fewer queries than keys, and an explicit scale.
+    q_short = q[:, :, :7]
+    torch.testing.assert_close(masked_attention(q_short, k, v, mask, scale=0.3),
+                               masked_attention_reference(q_short, k, v, mask, scale=0.3), **FP32)
+
+
+def test_attention_reference_agrees_with_torch_sdpa():
+    q, k, v = _qkv(2, 2, 20, 32)
+    mask = _padding("random", 2, 20)
+    mask[:, 0] = True  # SDPA gives NaN for rows with no key; the reference defines them as zeros
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    torch.testing.assert_close(masked_attention_reference(q, k, v, mask), sdpa, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda q, k, v, m: (q[0], k, v, m), "4-D"),
+        (lambda q, k, v, m: (q, k.half(), v, m), "one dtype"),
+        (lambda q, k, v, m: (q.long(), k.long(), v.long(), m), "float32, float16 or bfloat16"),
+        (lambda q, k, v, m: (q, k[:, :, :, :16], v[:, :, :, :16], m), "k and v"),
+        (lambda q, k, v, m: (q, k, v, m.int()), "bool"),
+        (lambda q, k, v, m: (q, k, v, m[:, :5]), r"\(B, Nk\)"),
+        (lambda q, k, v, m: (q, k.to("meta"), v, m), "one device"),
+    ],
+)
+def test_attention_rejects_bad_inputs(change, message):
+    q, k, v = _qkv(2, 2, 8, 32)
+    with pytest.raises(ValueError, match=message):
+        masked_attention(*change(q, k, v, _padding("all", 2, 8)))
+
+
+def test_attention_rejects_oversized_head_dim():
+    q, k, v = _qkv(1, 1, 4, 512)
+    with pytest.raises(ValueError, match="head dim"):
+        masked_attention(q, k, v)
+
+
+# --------------------------------------------------------------------------- patch embedding
+def _patch_inputs(batch, chans, height, width, p, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, chans, height, width, generator=g)
+    weight = torch.randn(dim, chans, p, p, generator=g) / (chans * p * p) ** 0.5  # O(1) outputs
+    bias = torch.randn(dim, generator=g) * 0.1
+    pos = torch.randn(1, (height // p) * (width // p), dim, generator=g) * 0.1
+    return [t.to(DEVICE) for t in (images, weight, bias, pos)]
+
+
+def _keep(kind: str, batch: int, n_tokens: int, n_keep: int, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "none":
+        return None
+    keep = torch.stack([torch.randperm(n_tokens, generator=g)[:n_keep] for _ in range(batch)])
+    if kind == "sorted":
+        keep = keep.sort(dim=1).values
+    elif kind == "int32":
+        keep = keep.int()
+    return keep.to(DEVICE)
+
+
+@pytest.mark.parametrize("chans,height,width,p,dim", [(1, 32, 48, 8, 64), (3, 32, 32, 8, 40), (1, 32, 32, 16, 96)])
+@pytest.mark.parametrize("keep_kind", ["none", "random", "sorted", "int32"])
+def test_patch_embed_fp32_matches_reference(chans, height, width, p, dim, keep_kind):
+    images, weight, bias, pos = _patch_inputs(2, chans, height, width, p, dim)
+    n_tokens = pos.shape[1]
+    keep = _keep(keep_kind, 2, n_tokens, max(1, n_tokens // 4))
+    out = patch_embed(images, weight, bias, pos, keep)
+    expected = patch_embed_reference(images, weight, bias, pos, keep)
+    assert out.shape == expected.shape == (2, n_tokens if keep is None else keep.shape[1], dim)
+    torch.testing.assert_close(out, expected, **FP32)
+
+
+def test_patch_embed_pos_2d_no_bias_and_duplicate_indices():
+    images, weight, _, pos = _patch_inputs(2, 1, 24, 24, 8, 32)
+    keep = torch.tensor([[8, 0, 0, 3], [1, 8, 2, 5]], device=DEVICE)
+    torch.testing.assert_close(patch_embed(images, weight, None, pos[0], keep),
+                               patch_embed_reference(images, weight, None, pos[0], keep), **FP32)
+
+
+def test_patch_embed_fp16_inputs():
+    images, weight, bias, pos = _patch_inputs(2, 1, 32, 32, 8, 64)
+    keep = _keep("random", 2, 16, 4)
+    half = [t.half() for t in (images, weight, bias)]
+    out = patch_embed(*half, pos, keep)
+    assert out.dtype == torch.float16
+    expected = patch_embed_reference(*(t.float() for t in half), pos, keep)
+    torch.testing.assert_close(out.float(), expected, **FP16)
+
+
+def test_patch_embed_strided_views():
+    images, weight, bias, pos = _patch_inputs(2, 2, 32, 64, 8, 48)
+    images = images[:, :, :, ::2]  # 32 x 32, every other column
+    weight = weight.transpose(2, 3)  # still (D, C, p, p), not contiguous
+    keep = _keep("random", 2, 16, 10)[:, ::2]
+    pos = pos[:, :16]
+    assert not (images.is_contiguous() or weight.is_contiguous() or keep.is_contiguous())
+    torch.testing.assert_close(patch_embed(images, weight, bias, pos, keep),
+                               patch_embed_reference(images, weight, bias, pos, keep), **FP32)
+
+
+def test_patch_embed_unchecked_out_of_range_keep_reads_nothing_outside():
+    images, weight, bias, pos = _patch_inputs(1, 1, 16, 16, 8, 16)
+    keep = torch.tensor([[3, 4, 0]], device=DEVICE)
+    out = patch_embed(images, weight, bias, pos, keep, check_keep=False)
+    torch.testing.assert_close(out[:, 0::2], patch_embed_reference(images, weight, bias, pos, keep[:, 0::2]), **FP32)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda x, w, b, pos, keep: (x[0], w, b, pos, keep), "4-D"),
+        (lambda x, w, b, pos, keep: (x[..., :30], w, b, pos, keep), "multiple of the patch size"),
+        (lambda x, w, b, pos, keep: (x, w[:, :, :4], b, pos, keep), r"\(D, C, p, p\)"),
+        (lambda x, w, b, pos, keep: (x.repeat(1, 2, 1, 1), w, b, pos, keep), r"\(D, C, p, p\)"),
+        (lambda x, w, b, pos, keep: (x, w.half(), b, pos, keep), "differs from images dtype"),
+        (lambda x, w, b, pos, keep: (x.int(), w.int(), b, pos, keep), "float32, float16 or bfloat16"),
+        (lambda x, w, b, pos, keep: (x, w, b[:3], pos, keep), "bias"),
+        (lambda x, w, b, pos, keep: (x, w, b, pos[:, :5], keep), "pos_embed"),
+        (lambda x, w, b, pos, keep: (x, w, b, pos, keep[:1]), "keep must be"),
+        (lambda x, w, b, pos, keep: (x, w, b, pos, keep.float()), "int32 or int64"),
+        (lambda x, w, b, pos, keep: (x, w, b, pos, keep + 16), r"in \[0, 16\)"),
+        (lambda x, w, b, pos, keep: (x, w, b, pos, keep - 5), r"in \[0, 16\)"),
+        (lambda x, w, b, pos, keep: (x, w.to("meta"), b, pos, keep), "one device"),
+    ],
+)
+def test_patch_embed_rejects_bad_inputs(change, message):
+    images, weight, bias, pos = _patch_inputs(2, 1, 32, 32, 8, 16)
+    keep = _keep("random", 2, 16, 4)
+    with pytest.raises(ValueError, match=message):
+        patch_embed(*change(images, weight, bias, pos, keep))
+
+
+# --------------------------------------------------------------------------- package
+def test_importing_the_package_does_not_import_triton():
+    code = "import sys, radiofm.kernels; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_triton_says_how_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a))
+    monkeypatch.delitem(vars(kernels), "masked_attention", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'radiofm\[triton\]'"):
+        kernels.masked_attention  # noqa: B018
+
+
+def test_triton_available_here():
+    assert kernels.triton_available()
