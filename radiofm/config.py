@@ -36,6 +36,7 @@ class PreprocessConfig:
     std: list[float] = field(default_factory=lambda: [0.0664])
     resize: str = "bicubic"
     sample_rate: float | None = None  # Hz the model was trained at; None = not fixed
+    capture_samples: int | None = None  # IQ samples per model input in training (streaming window)
 
     def __post_init__(self) -> None:
         self.mean = _as_float_list(self.mean, "mean")
