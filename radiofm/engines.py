@@ -1,0 +1,337 @@
+"""Inference engines behind one small interface: run a batch of model input, get the outputs.
+
+``TorchEngine`` runs the safetensors model, ``OnnxEngine`` an exported ONNX file through ONNX Runtime
+(TensorRT, then CUDA, then CPU execution provider), ``TensorRTEngine`` a serialized TensorRT plan.
+Each imports its runtime lazily, so an application that runs ONNX never imports torch.
+Every engine is safe to call from many threads: ONNX Runtime sessions are; the others lock where
+the runtime is not (CUDA graphs, TensorRT execution contexts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from radiofm.config import ModelConfig
+
+ENGINES = ("torch", "onnx", "trt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def output_names(cfg: ModelConfig) -> list[str]:
+    return ["tokens", "pooled"] if cfg.task == "encode" else ["logits"]
+
+
+class Engine:
+    """What every engine offers. ``run`` takes (N, C, H, W) float32 and returns the outputs in order."""
+
+    name: str = ""
+    cfg: ModelConfig
+    device: str = "cpu"
+    precision: str = "fp32"
+    max_batch: int | None = None
+    input_name = "images"
+
+    @property
+    def output_names(self) -> list[str]:
+        return output_names(self.cfg)
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device}, {self.precision})"
+
+
+# --------------------------------------------------------------------------- torch
+class TorchEngine(Engine):
+    """The model itself. bf16 through autocast where the device has it; on CUDA, fixed shapes can be
+    replayed as CUDA graphs (``cuda_graphs=True``), captured once per batch size."""
+
+    name = "torch"
+
+    def __init__(self, model_dir, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
+                 cuda_graphs: bool = False, task: str | None = None):
+        import torch
+
+        from radiofm.checkpoint import load_model
+
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"the torch engine runs fp32, bf16 or fp16, not {precision!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise ValueError("fp16 on the torch engine needs a CUDA device; use bf16 or fp32 on the CPU")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(model_dir, device=device, task=task)
+        self.cfg = self.model.cfg
+        self.device, self.precision = device, precision
+        self._torch = torch
+        self._graphs: dict[int, tuple] = {}
+        self._cuda_graphs = cuda_graphs and device.startswith("cuda")
+        self._lock = threading.Lock()
+
+    def _forward(self, x):
+        torch = self._torch
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(x)
+        return [o.float() for o in (out if isinstance(out, tuple) else (out,))]
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            if self._cuda_graphs:
+                return [o.cpu().numpy() for o in self._run_graph(x)]
+            return [o.cpu().numpy() for o in self._forward(x)]
+
+    def _run_graph(self, x):
+        torch = self._torch
+        with self._lock:
+            if x.shape[0] not in self._graphs:
+                static_in = x.clone()
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):  # warm-up outside the graph, as capture requires
+                    for _ in range(2):
+                        self._forward(static_in)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_out = self._forward(static_in)
+                self._graphs[x.shape[0]] = (graph, static_in, static_out)
+            graph, static_in, static_out = self._graphs[x.shape[0]]
+            static_in.copy_(x)
+            graph.replay()
+            return [o.clone() for o in static_out]
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+def onnx_providers(device: str) -> list[str]:
+    """Execution providers by preference: TensorRT, then CUDA, then CPU (CPU only for device 'cpu')."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] + wanted
+    providers = [p for p in wanted if p in available]
+    if device.startswith("cuda") and len(providers) == 1:
+        raise ValueError(
+            "device 'cuda' asked for, but ONNX Runtime has no CUDA or TensorRT provider here "
+            f"(available: {', '.join(available)}); pip install \"radiofm[gpu]\""
+        )
+    return providers
+
+
+def read_onnx_config(session, path) -> ModelConfig:
+    meta = session.get_modelmeta().custom_metadata_map
+    if "radiofm_config" not in meta:
+        raise ValueError(f"{path} carries no radiofm_config metadata: export it with `radiofm export`")
+    return ModelConfig.from_json(meta["radiofm_config"])
+
+
+class OnnxEngine(Engine):
+    """An exported ONNX file on ONNX Runtime; the model config comes from the file's metadata."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_path, device: str = "cpu", threads: int | None = None, precision: str | None = None):
+        import onnxruntime as ort
+
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX file {path} does not exist: run `radiofm export MODEL --engine onnx`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=onnx_providers(device))
+        except Exception as e:  # ORT raises its own exception types for corrupt files
+            if isinstance(e, ValueError) and "provider" in str(e):
+                raise
+            raise ValueError(f"{path} is not a loadable ONNX model ({type(e).__name__}: {e})") from e
+        self.cfg = read_onnx_config(self.session, path)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.precision = precision or meta.get("precision", "fp32")
+        self.device = "cuda" if self.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
+        self.path = path
+        self._ort = ort
+
+    def describe(self) -> str:
+        return f"onnx ({self.session.get_providers()[0]}, {self.precision})"
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if self.device == "cpu":
+            return self.session.run(self.output_names, {self.input_name: images})
+        binding = self.session.io_binding()  # keep outputs on the GPU until the copy back
+        binding.bind_ortvalue_input(self.input_name, self._ort.OrtValue.ortvalue_from_numpy(images, "cuda", 0))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+
+# --------------------------------------------------------------------------- TensorRT
+def trt_sidecar_problem(sidecar: dict, trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
+    """Why an engine built as ``sidecar`` records cannot run here, or None if it can."""
+    built = (sidecar.get("tensorrt_version"), sidecar.get("gpu_name"), sidecar.get("compute_capability"))
+    if built[0] != trt_version:
+        return f"it was built with TensorRT {built[0]}, this machine has TensorRT {trt_version}"
+    if built[2] != compute_capability or built[1] != gpu_name:
+        return f"it was built for {built[1]} (sm {built[2]}), this GPU is {gpu_name} (sm {compute_capability})"
+    return None
+
+
+class TensorRTEngine(Engine):
+    """A serialized TensorRT plan from ``radiofm export --engine trt`` (with its ``.plan.json`` sidecar)."""
+
+    name = "trt"
+
+    def __init__(self, plan_path, device: str = "cuda"):
+        path = Path(plan_path)
+        sidecar_path = path.with_name(path.name + ".json")
+        if not path.is_file() or not sidecar_path.is_file():
+            raise FileNotFoundError(f"{path} or its sidecar {sidecar_path.name} is missing: "
+                                    f"build it with `radiofm export MODEL --engine trt`")
+        try:
+            import tensorrt as trt
+            import torch
+        except ImportError as e:
+            raise ImportError(f"the TensorRT engine needs tensorrt and CUDA torch ({e}); "
+                              f"pip install \"radiofm[gpu]\" on a machine with a CUDA GPU") from e
+        if not torch.cuda.is_available():
+            raise ValueError("the TensorRT engine needs a CUDA GPU, and none is visible")
+        sidecar = json.loads(sidecar_path.read_text())
+        major, minor = torch.cuda.get_device_capability()
+        problem = trt_sidecar_problem(sidecar, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+        if problem:
+            raise ValueError(f"cannot load {path}: {problem}. Rebuild it here: "
+                             f"radiofm export MODEL --engine trt --precision {sidecar.get('precision', 'fp16')}")
+        self.cfg = ModelConfig.from_dict(sidecar["config"])
+        self.precision = sidecar.get("precision", "fp16")
+        self.max_batch = int(sidecar["profile"]["max"])
+        self.device = "cuda"
+        self._torch = torch
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ValueError(f"TensorRT could not deserialize {path}; rebuild it with `radiofm export`")
+        self.context = self.engine.create_execution_context()
+        self._lock = threading.Lock()  # one execution context: one call at a time
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            outputs = []
+            for name in self.output_names:
+                out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                self.context.set_tensor_address(name, out.data_ptr())
+                outputs.append(out)
+            stream = torch.cuda.current_stream()
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed")
+            stream.synchronize()
+            return [o.cpu().numpy() for o in outputs]
+
+
+# --------------------------------------------------------------------------- choosing an engine
+def cuda_visible() -> bool:
+    """A CUDA GPU usable by ONNX Runtime or (if already importable) torch, without importing torch for ONNX apps."""
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return True
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _trt_usable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return cuda_visible()
+
+
+def find_artifacts(folder: Path) -> dict[str, Path]:
+    """Engine files present in a folder: 'weights', 'onnx:<precision>', 'trt:<precision>'."""
+    found = {}
+    if (folder / "model.safetensors").is_file():
+        found["weights"] = folder / "model.safetensors"
+    for precision, name in ONNX_FILES.items():
+        if (folder / name).is_file():
+            found[f"onnx:{precision}"] = folder / name
+    for plan in folder.glob("model.*.plan"):
+        found[f"trt:{plan.suffixes[0].lstrip('.')}"] = plan
+    return found
+
+
+def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precision: str = "fp32",
+                threads: int | None = None, task: str | None = None) -> Engine:
+    """Open the engine for a model folder (or zoo name), an export folder, or an .onnx / .plan file.
+
+    ``engine="auto"`` takes the fastest one available here: a TensorRT plan on a CUDA GPU, then an
+    ONNX export on ONNX Runtime, then torch. ``task`` rebuilds torch weights under another head
+    (``"encode"`` opens an MAE or classifier folder as its encoder).
+    """
+    if engine not in ENGINES + ("auto",):
+        raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    path = Path(name_or_path)
+    if path.suffix == ".onnx":
+        return OnnxEngine(path, "cuda" if device == "cuda" else "cpu", threads)
+    if path.suffix == ".plan":
+        return TensorRTEngine(path)
+    if not path.is_dir():
+        from radiofm.checkpoint import resolve_model_dir
+
+        path = resolve_model_dir(name_or_path)
+    elif not (path / "model.onnx").exists() and not any(path.glob("*.onnx")):
+        from radiofm.checkpoint import resolve_model_dir
+
+        path = resolve_model_dir(path)
+    files = find_artifacts(path)
+    if device == "auto":
+        device = "cuda" if cuda_visible() else "cpu"
+    if engine == "auto":
+        if device == "cuda" and _trt_usable() and f"trt:{precision}" in files:
+            engine = "trt"
+        elif f"onnx:{precision}" in files:
+            engine = "onnx"
+        else:
+            engine = "torch"
+    if engine == "trt":
+        key = f"trt:{'fp16' if precision == 'fp32' else precision}"
+        if key not in files:
+            raise FileNotFoundError(f"no TensorRT plan for {precision} in {path}: "
+                                    f"run `radiofm export {path} --engine trt --precision {precision}`")
+        return TensorRTEngine(files[key])
+    if engine == "onnx":
+        key = f"onnx:{precision}"
+        if key not in files:
+            raise FileNotFoundError(f"no {ONNX_FILES.get(precision, precision)} in {path}: "
+                                    f"run `radiofm export {path} --engine onnx --precision {precision}`")
+        return OnnxEngine(files[key], device, threads)
+    if "weights" not in files:
+        raise FileNotFoundError(f"{path} has no model.safetensors for the torch engine")
+    return TorchEngine(path, device, precision, threads, task=task)

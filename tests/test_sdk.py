@@ -1,0 +1,150 @@
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from radiofm import Classifier, Encoder, Segmenter, signal
+from radiofm.checkpoint import save_model
+from radiofm.config import PreprocessConfig, preset
+from radiofm.model import build_model
+
+PRE = PreprocessConfig(n_fft=64, hop=32, capture_samples=64 * 32)
+
+
+def _folder(tmp_path_factory, task, **kw):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task=task, preprocess=PRE, **kw)
+    model = build_model(cfg)
+    if task == "classify":  # a head that gives decided, varied answers rather than near-ties
+        torch.nn.init.normal_(model.head.weight, std=1.0)
+    return save_model(model, tmp_path_factory.mktemp(task) / "model")
+
+
+@pytest.fixture(scope="module")
+def clf_dir(tmp_path_factory):
+    return _folder(tmp_path_factory, "classify", num_classes=4, labels=["noise", "lte", "nr", "radar"])
+
+
+@pytest.fixture(scope="module")
+def seg_dir(tmp_path_factory):
+    return _folder(tmp_path_factory, "segment", num_classes=3, labels=["noise", "NR", "LTE"])
+
+
+def _iq(n, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    tone = np.exp(2j * np.pi * rng.uniform(-0.4, 0.4) * t) * rng.uniform(0, 3)
+    return (tone + rng.normal(size=n) + 1j * rng.normal(size=n)).astype(np.complex64)
+
+
+def test_prediction_shapes_for_each_input_rank(clf_dir):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    assert clf.classes == ["noise", "lte", "nr", "radar"] and clf.input_shape == (1, 32, 32)
+    spec = np.random.default_rng(0).random((5, 40, 50)).astype(np.float32)
+    one = clf.predict(spec[0])
+    batch = clf.predict(spec)
+    four = clf.predict(spec[:, None])
+    assert one.indices.shape == (1,) and batch.probs.shape == (5, 4)
+    assert np.array_equal(batch.indices, four.indices) and batch.indices[0] == one.indices[0]
+    assert list(batch.labels) == [clf.classes[i] for i in batch.indices]
+    np.testing.assert_allclose(batch.probs.sum(1), 1, rtol=1e-5)
+
+
+def test_large_inputs_split_into_batches_give_the_same_answer(clf_dir):
+    spec = np.random.default_rng(1).random((11, 32, 32)).astype(np.float32)
+    small = Classifier.from_pretrained(clf_dir, engine="torch", batch_size=3).predict(spec)
+    whole = Classifier.from_pretrained(clf_dir, engine="torch", batch_size=64).predict(spec)
+    np.testing.assert_allclose(small.probs, whole.probs, atol=1e-6)
+
+
+def test_predict_iq_equals_spectrogram_then_predict(clf_dir):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    iq = np.stack([_iq(2048, s) for s in range(3)])
+    via_iq = clf.predict_iq(iq)
+    via_spec = clf.predict(np.stack([signal.spectrogram(c, PRE) for c in iq]))
+    assert np.array_equal(via_iq.indices, via_spec.indices)
+    np.testing.assert_array_equal(via_iq.probs, via_spec.probs)
+
+
+def test_many_threads_give_the_serial_results(clf_dir):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    inputs = [np.random.default_rng(i).random((2, 32, 32)).astype(np.float32) * (i + 1) for i in range(200)]
+    serial = [clf.predict(x).probs for x in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda x: clf.predict(x).probs, inputs))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert len({p.tobytes() for p in serial}) == len(inputs)  # every input gives its own answer
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones((2, 2, 3, 32, 32), np.float32), "shape"),
+    (np.ones((2, 3, 32, 32), np.float32), "channel"),
+    (np.full((32, 32), np.nan, np.float32), "NaN"),
+    (np.full((32, 32), np.inf, np.float32), "infinite"),
+    (np.ones((32, 32), np.complex64), "complex"),
+    (np.array([["a"]]), "dtype"),
+    (-np.ones((32, 32), np.float32), "linear power"),
+    (np.ones((0, 32, 32), np.float32), "empty"),
+])
+def test_bad_spectrograms_name_the_problem(clf_dir, bad, match):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    with pytest.raises(ValueError, match=match):
+        clf.predict(bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones(4096, np.float32), "complex"),
+    (np.ones(10, np.complex64), "samples"),
+    (np.full(4096, np.nan, np.complex64), "NaN"),
+])
+def test_bad_iq_names_the_problem(clf_dir, bad, match):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    with pytest.raises(ValueError, match=match):
+        clf.predict_iq(bad)
+
+
+def test_wrong_sample_rate_is_refused(tmp_path):
+    cfg = preset("vit-micro", task="classify", num_classes=2, preprocess=PreprocessConfig(n_fft=64, hop=32, sample_rate=1e6))
+    clf = Classifier.from_pretrained(save_model(build_model(cfg), tmp_path / "m"), engine="torch")
+    with pytest.raises(ValueError, match="resample"):
+        clf.predict_iq(_iq(2048, 0), sample_rate=2e6)
+
+
+@pytest.mark.parametrize("chunk", [100, 777, 2048, 5000])
+def test_streaming_across_chunk_boundaries_equals_one_shot(clf_dir, chunk):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    capture = _iq(20000, 7)
+    window, hop = 2048, 1500
+    streamed = list(clf.stream_iq((capture[i:i + chunk] for i in range(0, len(capture), chunk)), window=window, hop=hop))
+    starts = list(range(0, len(capture) - window + 1, hop))
+    one_shot = clf.predict_iq(np.stack([capture[s:s + window] for s in starts]))
+    assert [p.start for p in streamed] == starts
+    np.testing.assert_allclose(np.concatenate([p.probs for p in streamed]), one_shot.probs, atol=1e-6)
+
+
+def test_segmenter_maps_come_back_at_the_input_size(seg_dir):
+    seg = Segmenter.from_pretrained(seg_dir, engine="torch")
+    pred = seg.predict(np.random.default_rng(0).random((2, 64, 48)).astype(np.float32))
+    assert pred.indices.shape == (2, 64, 48) and pred.probs.shape == (2, 3, 32, 32)
+    assert set(np.unique(pred.labels)) <= {"noise", "NR", "LTE"}
+    with pytest.raises(ValueError, match="Classifier needs a classify model"):
+        Classifier.from_pretrained(seg_dir, engine="torch")
+
+
+def test_encoder_from_a_pretrained_mae_folder(tmp_path):
+    torch.manual_seed(0)
+    folder = save_model(build_model(preset("vit-micro", task="mae", preprocess=PRE)), tmp_path / "mae")
+    enc = Encoder.from_pretrained(folder, engine="torch")
+    tokens, pooled = enc.embed(np.random.default_rng(0).random((3, 32, 32)).astype(np.float32))
+    assert tokens.shape == (3, 16, 64) and pooled.shape == (3, 64)
+    np.testing.assert_allclose(pooled, tokens.mean(1), atol=1e-6)
+
+
+def test_import_radiofm_is_light():
+    code = "import sys, radiofm; from radiofm import Classifier; print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
