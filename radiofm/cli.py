@@ -142,6 +142,70 @@ def convert(
     )
 
 
+# --------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Zoo name, model folder, run folder or exported .onnx/.plan file."),
+    inputs: List[Path] = typer.Argument(..., help=".npy (spectrograms or complex IQ), .mat, or SigMF .sigmf-meta files."),
+    engine: str = typer.Option("auto", help="torch | onnx | trt | auto"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 | int8"),
+    sample_rate: Optional[float] = typer.Option(None, help="IQ sample rate in Hz, where the file does not record it."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Classify or segment spectrograms and IQ recordings. Long IQ recordings are cut into the
+    model's capture length and predicted window by window."""
+    import json
+
+    from radiofm.io import read_input
+    from radiofm.sdk import Classifier, Segmenter
+    from radiofm.engines import open_engine
+
+    try:
+        eng = open_engine(model, engine, "auto", precision)
+        runner = (Segmenter if eng.cfg.task == "segment" else Classifier)(eng)
+        records = []
+        for path in inputs:
+            item = read_input(path)
+            rate = item.sample_rate or sample_rate
+            window = runner.cfg.preprocess.capture_samples
+            if item.is_iq and item.data.ndim == 1 and window and len(item.data) >= 2 * window:
+                preds = list(runner.stream_iq([item.data], rate))
+            elif item.is_iq:
+                preds = [runner.predict_iq(item.data, rate)]
+            else:
+                preds = [runner.predict(item.data)]
+            for pred in preds:
+                records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps({"model": str(model), "engine": eng.describe(), "predictions": records}, indent=2))
+        return
+    table = Table(title=f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
+    for col in ("input", "item", "start", "prediction"):
+        table.add_column(col)
+    for r in records:
+        what = (f"{r['label']} ({r['probability']:.2f})" if "label" in r
+                else ", ".join(f"{k} {v:.0%}" for k, v in r["class_fractions"].items()))
+        table.add_row(r["input"], str(r["item"]), "-" if r["start"] is None else str(r["start"]), what)
+    console.print(table)
+
+
+def _prediction_records(path, pred, classes, task) -> list[dict]:
+    rows = []
+    for i in range(len(pred)):
+        row = {"input": str(path), "item": i, "start": pred.start}
+        if task == "segment":
+            counts = [(pred.indices[i] == k).mean() for k in range(len(classes))]
+            row["class_fractions"] = {c: round(float(f), 4) for c, f in zip(classes, counts)}
+        else:
+            row.update(label=str(pred.labels[i]), index=int(pred.indices[i]),
+                       probability=round(float(pred.probs[i].max()), 4),
+                       probabilities={c: round(float(p), 4) for c, p in zip(classes, pred.probs[i])})
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     app()
 

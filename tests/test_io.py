@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+import sigmf
+import torch
+from scipy.io import savemat
+from sigmf import SigMFFile
+from typer.testing import CliRunner
+
+from radiofm.checkpoint import save_model
+from radiofm.cli import app
+from radiofm.config import PreprocessConfig, preset
+from radiofm.io import read_input
+from radiofm.model import build_model
+
+
+def _sigmf(tmp_path, iq, rate=1e6, name="rec"):
+    data = tmp_path / f"{name}.sigmf-data"
+    iq.astype(np.complex64).tofile(data)
+    meta = SigMFFile(data_file=str(data), global_info={sigmf.DATATYPE_KEY: "cf32_le", sigmf.SAMPLE_RATE_KEY: rate,
+                                                       sigmf.VERSION_KEY: sigmf.__specification__})
+    meta.add_capture(0, metadata={sigmf.FREQUENCY_KEY: 3.5e9})
+    meta.tofile(str(tmp_path / f"{name}.sigmf-meta"))
+    return tmp_path / f"{name}.sigmf-meta"
+
+
+def test_readers_give_back_what_was_written(tmp_path):
+    rng = np.random.default_rng(0)
+    iq = (rng.normal(size=3000) + 1j * rng.normal(size=3000)).astype(np.complex64)
+    spec = rng.random((256, 256)).astype(np.float32)
+    np.save(tmp_path / "iq.npy", iq)
+    savemat(tmp_path / "LTE_NR_spect_frame_1.mat", {"rxSpectrogram": spec})
+    rec = read_input(_sigmf(tmp_path, iq, 2e6))
+    assert np.array_equal(read_input(tmp_path / "iq.npy").data, iq)
+    assert np.array_equal(read_input(tmp_path / "LTE_NR_spect_frame_1.mat").data, spec)
+    assert np.array_equal(rec.data, iq) and rec.sample_rate == 2e6 and rec.is_iq
+
+
+def test_bad_files_name_the_file(tmp_path):
+    (tmp_path / "bad.mat").write_bytes(b"not matlab")
+    (tmp_path / "x.txt").write_text("1 2 3")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    savemat(tmp_path / "two.mat", {"a": np.ones(2), "b": np.ones(2)})
+    for name, match in [("bad.mat", "bad.mat"), ("x.txt", "unsupported"), ("obj.npy", "obj.npy"),
+                        ("two.mat", "no array under the keys"), ("missing.npy", "does not exist"),
+                        ("gone.sigmf-meta", "gone.sigmf-meta")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            read_input(tmp_path / name)
+
+
+def test_predict_command_on_every_input_kind(tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
+                 preprocess=PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6))
+    model = save_model(build_model(cfg), tmp_path / "m")
+    rng = np.random.default_rng(1)
+    iq = (rng.normal(size=5000) + 1j * rng.normal(size=5000)).astype(np.complex64)
+    np.save(tmp_path / "spec.npy", rng.random((2, 40, 40)).astype(np.float32))
+    meta = _sigmf(tmp_path, iq)
+    result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), str(meta), "--json"])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.output)["predictions"]
+    assert [p["item"] for p in preds[:2]] == [0, 1]
+    assert [p["start"] for p in preds[2:]] == [0, 1024, 2048, 3072]  # 5000 samples -> 4 whole windows
+    assert all(p["label"] in ("noise", "lte", "nr") and abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
+    wrong_rate = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), str(_sigmf(tmp_path, iq, 2e6, "fast"))])
+    assert wrong_rate.exit_code == 1 and "resample" in wrong_rate.output
