@@ -1,4 +1,4 @@
-"""What every launcher checks before it starts a kernel: one device, and a device the kernel can run on."""
+"""What every launcher needs before it starts a kernel: one usable device, and the dot precision."""
 
 from __future__ import annotations
 
@@ -40,3 +40,9 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager:
     """Launch on the tensors' GPU, not the current one."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` precision: fp32 inputs stay exact ("ieee") rather than rounded to TF32, so a kernel
+    means the same on a GPU as in the interpreter; half types take the default tensor-core path."""
+    return "ieee" if dtype == torch.float32 else "tf32"

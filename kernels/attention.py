@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_device, on_device
+from ._launch import check_device, dot_precision, on_device
 
 _LOG2E = 1.4426950408889634  # softmax(x) = exp2(x * log2(e)) / sum: exp2 is the cheap instruction
 _MAX_HEAD_DIM = 256
@@ -42,12 +42,11 @@ def default_config(head_dim: int) -> AttentionConfig:
 
 @triton.jit
 def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, qk_scale,
-                  stride_kn, stride_kd, stride_vn, stride_vd):
+                  stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION: tl.constexpr):
     # K is loaded transposed (d x keys) so the dot needs no in-register transpose.
     k = tl.load(k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn,
                 mask=d_ok[:, None] & valid[None, :], other=0.0)
-    # "ieee" only matters for fp32 inputs: it keeps them exact instead of rounding to tf32.
-    qk = tl.dot(q, k, input_precision="ieee")
+    qk = tl.dot(q, k, input_precision=DOT_PRECISION)
     qk = tl.where(valid[None, :], qk * qk_scale, float("-inf"))
     # Every block that reaches here holds at least one valid key, so m_new is finite and
     # exp2(m_i - m_new) is 0 (first block) or a proper rescale, never NaN.
@@ -58,7 +57,7 @@ def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, q
     # Padded keys are never loaded: their values may hold anything, inf and NaN included.
     v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                 mask=valid[:, None] & d_ok[None, :], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, l_i, m_new
 
 
@@ -71,7 +70,7 @@ def _masked_attention_fwd(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_pb, stride_pn,
     stride_ob, stride_oh, stride_on, stride_od,
-    HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -103,10 +102,10 @@ def _masked_attention_fwd(
             # The skip: one small load and a reduction instead of two dot products.
             if tl.max(valid.to(tl.int32), axis=0) > 0:
                 acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
-                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd)
+                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION)
         else:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
-                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd)
+                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION)
 
     # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -148,7 +147,7 @@ def masked_attention(
             q, k, v, padding, out,
             scale * _LOG2E, heads, n_q, n_k,
             *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride(),
-            HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None,
+            HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

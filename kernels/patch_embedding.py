@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._launch import check_device, on_device
+from ._launch import check_device, dot_precision, on_device
 
 
 class PatchEmbedConfig(NamedTuple):
@@ -52,7 +52,7 @@ def _patch_embed_fwd(
     stride_wd, stride_wc, stride_wh, stride_ww,
     stride_pl, stride_pd,
     stride_kb, stride_kl,
-    P: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_KEEP: tl.constexpr,
+    P: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_KEEP: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -90,8 +90,7 @@ def _patch_embed_fwd(
                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_cols[None, :] + (c * stride_wc + py * stride_wh + px * stride_ww)[:, None],
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        # "ieee" only matters for fp32 inputs: it keeps them exact instead of rounding to tf32.
-        acc = tl.dot(a, w, acc, input_precision="ieee")
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(BIAS + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -147,7 +146,7 @@ def patch_embed(
             n_rows, n_out_tokens, n_tokens, grid_w, chans * p * p, embed_dim,
             *images.stride(), *weight.stride(), *pos.stride(),
             *(keep.stride() if keep is not None else (0, 0)),
-            P=p, HAS_BIAS=bias is not None, HAS_KEEP=keep is not None,
+            P=p, HAS_BIAS=bias is not None, HAS_KEEP=keep is not None, DOT_PRECISION=dot_precision(images.dtype),
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
