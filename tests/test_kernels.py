@@ -9,8 +9,11 @@ the interpreter computes bf16 wrongly.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,7 +243,8 @@ def test_importing_the_package_does_not_import_triton():
 
 def test_missing_triton_says_how_to_install(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "triton" else real_find_spec(name, *a))
     monkeypatch.delitem(vars(kernels), "masked_attention", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'radiofm\[triton\]'"):
         kernels.masked_attention  # noqa: B018
@@ -248,3 +252,16 @@ def test_missing_triton_says_how_to_install(monkeypatch):
 
 def test_triton_available_here():
     assert kernels.triton_available()
+
+
+@pytest.mark.slow
+def test_gpu_check_small_runs_every_section(tmp_path):
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    subprocess.run([sys.executable, str(script), "--small", "--out", str(tmp_path)], check=True, env=env,
+                   capture_output=True)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["all_correct"] and not report["errors"] and not report["skipped"]
+    assert report["attention_bench"] and report["patch_embed_bench"] and report["sweep"]
+    assert set(report["targets"]) == {"attention_unmasked_vs_sdpa", "attention_half_padding_vs_sdpa_masked",
+                                      "patch_embed_keep_vs_conv_add_gather"}
