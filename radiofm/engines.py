@@ -20,6 +20,7 @@ from radiofm.config import ModelConfig
 ENGINES = ("torch", "onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+KEY_PADDING = "key_padding"
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
@@ -40,7 +41,9 @@ class Engine:
     def output_names(self) -> list[str]:
         return output_names(self.cfg)
 
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
+    def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
+        """Outputs for ``images`` (N, C, H, W); ``key_padding`` (N, L) bool marks the valid patches
+        of padded, variable-length input (engines whose graph has no such input refuse it)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -76,17 +79,19 @@ class TorchEngine(Engine):
         self._cuda_graphs = cuda_graphs and device.startswith("cuda")
         self._lock = threading.Lock()
 
-    def _forward(self, x):
+    def _forward(self, x, key_padding=None):
         torch = self._torch
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(x)
+            out = self.model(x) if key_padding is None else self.model(x, key_padding)
         return [o.float() for o in (out if isinstance(out, tuple) else (out,))]
 
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
+    def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            if key_padding is not None:
+                return [o.cpu().numpy() for o in self._forward(x, torch.from_numpy(key_padding).to(self.device))]
             if self._cuda_graphs:
                 return [o.cpu().numpy() for o in self._run_graph(x)]
             return [o.cpu().numpy() for o in self._forward(x)]
@@ -168,12 +173,18 @@ class OnnxEngine(Engine):
     def describe(self) -> str:
         return f"onnx ({self.session.get_providers()[0]}, {self.precision})"
 
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
-        images = np.ascontiguousarray(images, dtype=np.float32)
+    def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
+        feeds = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
+        if key_padding is not None:
+            if KEY_PADDING not in {i.name for i in self.session.get_inputs()}:
+                raise ValueError(f"{self.path} has no {KEY_PADDING} input, so it cannot mask padded input: "
+                                 f"use the torch engine for captures shorter than the model's")
+            feeds[KEY_PADDING] = np.ascontiguousarray(key_padding, dtype=bool)
         if self.device == "cpu":
-            return self.session.run(self.output_names, {self.input_name: images})
+            return self.session.run(self.output_names, feeds)
         binding = self.session.io_binding()  # keep outputs on the GPU until the copy back
-        binding.bind_ortvalue_input(self.input_name, self._ort.OrtValue.ortvalue_from_numpy(images, "cuda", 0))
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
         for name in self.output_names:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
@@ -228,7 +239,10 @@ class TensorRTEngine(Engine):
         self.context = self.engine.create_execution_context()
         self._lock = threading.Lock()  # one execution context: one call at a time
 
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
+    def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
+        if key_padding is not None:
+            raise ValueError("TensorRT plans take no key_padding input: use the torch engine for captures "
+                             "shorter than the model's")
         torch = self._torch
         with self._lock, torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()

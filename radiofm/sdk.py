@@ -85,8 +85,9 @@ class _Task:
         return f"{type(self).__name__}({self.cfg.name} {self.cfg.task}, engine={self.engine_name})"
 
     # ----------------------------------------------------------------------- input
-    def prepare(self, spectrograms) -> np.ndarray:
-        """Raw input -> model input (N, C, H, W), checked at the door."""
+    def prepare(self, spectrograms) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw input -> model input (N, C, H, W) and, for captures shorter than the model's, the
+        (N, L) mask of valid patches; checked at the door."""
         x = np.asarray(spectrograms)
         if np.iscomplexobj(x):
             raise ValueError(f"got complex input of shape {x.shape}: predict() takes real spectrograms "
@@ -98,7 +99,31 @@ class _Task:
             raise ValueError(f"expected CSI of shape ({self.cfg.in_chans}, H, W), got {x.shape}")
         if x.size == 0:
             raise ValueError(f"got an empty array of shape {x.shape}")
-        return signal.prepare(x, self.cfg.preprocess, self.cfg.img_size)
+        cols = self._valid_patch_columns(x.shape[-1])
+        if cols is None:
+            return signal.prepare(x, self.cfg.preprocess, self.cfg.img_size), None
+        # A shorter capture keeps the training time scale: it fills the first `cols` patch columns,
+        # the rest is padding that attention never sees.
+        h, w = self.cfg.img_size
+        p = self.cfg.patch_size
+        part = signal.prepare(x, self.cfg.preprocess, (h, cols * p))
+        images = np.zeros(part.shape[:2] + (h, w), np.float32)
+        images[..., : cols * p] = part
+        gh, gw = self.cfg.grid_size
+        valid = np.zeros((len(images), gh, gw), bool)
+        valid[..., :cols] = True
+        return images, valid.reshape(len(images), -1)
+
+    def _valid_patch_columns(self, frames: int) -> int | None:
+        """Patch columns a spectrogram of ``frames`` time frames fills, if fewer than the grid's."""
+        pre = self.cfg.preprocess
+        if pre.kind != "spectrogram" or not pre.capture_samples:
+            return None
+        train_frames = signal.num_frames(pre.capture_samples, pre.n_fft, pre.hop)
+        if frames >= train_frames:
+            return None
+        gw = self.cfg.grid_size[1]
+        return min(gw, max(1, round(gw * frames / train_frames)))
 
     def _iq_spectrograms(self, iq, sample_rate: float | None) -> np.ndarray:
         pre = self.cfg.preprocess
@@ -115,9 +140,11 @@ class _Task:
             raise ValueError("IQ captures in one call must have the same length")
         return np.stack(spectra)
 
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+    def _run(self, x: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         """Engine outputs for model input of any batch size, split into engine-sized batches."""
-        chunks = [self.engine.run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        b = self.batch_size
+        chunks = [self.engine.run(x[i:i + b], None if key_padding is None else key_padding[i:i + b])
+                  for i in range(0, len(x), b)]
         return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
@@ -168,7 +195,7 @@ class Classifier(_Predictor):
     tasks = ("classify",)
 
     def predict(self, spectrograms) -> Prediction:
-        (logits,) = self._run(self.prepare(spectrograms))
+        (logits,) = self._run(*self.prepare(spectrograms))
         probs = softmax(logits.astype(np.float64)).astype(np.float32)
         indices = probs.argmax(1)
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
@@ -176,13 +203,17 @@ class Classifier(_Predictor):
 
 class Segmenter(_Predictor):
     """Per-pixel classes (e.g. noise / NR / LTE). ``indices`` come back at the input's size
-    (nearest-neighbour, so no class is invented at edges); ``probs`` stay at the model grid."""
+    (nearest-neighbour, so no class is invented at edges); ``probs`` stay at the model grid (the
+    part of it a short capture fills)."""
 
     tasks = ("segment",)
 
     def predict(self, spectrograms) -> Prediction:
         x = np.asarray(spectrograms)
-        (logits,) = self._run(self.prepare(x))
+        images, valid = self.prepare(x)
+        (logits,) = self._run(images, valid)
+        if valid is not None:  # keep the part of the grid the capture filled
+            logits = logits[..., : int(valid[0].reshape(self.cfg.grid_size)[0].sum()) * self.cfg.patch_size]
         probs = softmax(logits.astype(np.float64)).astype(np.float32)
         indices = signal.resize_labels(probs.argmax(1), x.shape[-2:])
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
@@ -195,7 +226,7 @@ class Encoder(_Task):
     load_as = "encode"
 
     def embed(self, spectrograms) -> tuple[np.ndarray, np.ndarray]:
-        tokens, pooled = self._run(self.prepare(spectrograms))
+        tokens, pooled = self._run(*self.prepare(spectrograms))
         return tokens, pooled
 
     def embed_iq(self, iq, sample_rate: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -128,8 +128,8 @@ def test_streaming_across_chunk_boundaries_equals_one_shot(clf_dir, chunk):
 
 def test_segmenter_maps_come_back_at_the_input_size(seg_dir):
     seg = Segmenter.from_pretrained(seg_dir, engine="torch")
-    pred = seg.predict(np.random.default_rng(0).random((2, 64, 48)).astype(np.float32))
-    assert pred.indices.shape == (2, 64, 48) and pred.probs.shape == (2, 3, 32, 32)
+    pred = seg.predict(np.random.default_rng(0).random((2, 64, 80)).astype(np.float32))
+    assert pred.indices.shape == (2, 64, 80) and pred.probs.shape == (2, 3, 32, 32)
     assert set(np.unique(pred.labels)) <= {"noise", "NR", "LTE"}
     with pytest.raises(ValueError, match="Classifier needs a classify model"):
         Classifier.from_pretrained(seg_dir, engine="torch")
@@ -139,7 +139,7 @@ def test_encoder_from_a_pretrained_mae_folder(tmp_path):
     torch.manual_seed(0)
     folder = save_model(build_model(preset("vit-micro", task="mae", preprocess=PRE)), tmp_path / "mae")
     enc = Encoder.from_pretrained(folder, engine="torch")
-    tokens, pooled = enc.embed(np.random.default_rng(0).random((3, 32, 32)).astype(np.float32))
+    tokens, pooled = enc.embed(np.random.default_rng(0).random((3, 32, 80)).astype(np.float32))
     assert tokens.shape == (3, 16, 64) and pooled.shape == (3, 64)
     np.testing.assert_allclose(pooled, tokens.mean(1), atol=1e-6)
 
@@ -148,3 +148,33 @@ def test_import_radiofm_is_light():
     code = "import sys, radiofm; from radiofm import Classifier; print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("task_dir", ["clf_dir", "seg_dir"])
+def test_short_capture_is_padded_and_the_padding_never_matters(request, task_dir):
+    runner = (Classifier if task_dir == "clf_dir" else Segmenter).from_pretrained(request.getfixturevalue(task_dir),
+                                                                                   engine="torch")
+    full_frames = signal.num_frames(PRE.capture_samples, PRE.n_fft, PRE.hop)
+    short = np.random.default_rng(3).random((2, 33, full_frames // 2)).astype(np.float32)
+    images, valid = runner.prepare(short)
+    assert valid is not None and valid.reshape(2, 4, 4)[0].tolist() == [[True, True, False, False]] * 4
+    other = images.copy()
+    other[..., 16:] = np.random.default_rng(4).normal(size=other[..., 16:].shape) * 5  # different padding
+    a, b = runner.engine.run(images, valid)[0], runner.engine.run(other, valid)[0]
+    if task_dir == "seg_dir":  # per-pixel logits of the padding itself are cut off by predict()
+        a, b = a[..., :16], b[..., :16]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(runner.engine.run(images)[0], runner.engine.run(other)[0], atol=1e-3)
+    pred = runner.predict(short)
+    if task_dir == "seg_dir":
+        assert pred.indices.shape == short.shape and pred.probs.shape == (2, 3, 32, 16)
+    full = np.random.default_rng(3).random((2, 33, full_frames)).astype(np.float32)
+    assert runner.prepare(full)[1] is None  # full-length captures take the plain path
+
+
+def test_short_iq_capture_goes_through_the_masked_path(clf_dir):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    iq = _iq(PRE.capture_samples // 2, 5)
+    spec = signal.spectrogram(iq, PRE)
+    np.testing.assert_array_equal(clf.predict_iq(iq).probs, clf.predict(spec).probs)
+    assert clf.prepare(spec)[1] is not None
