@@ -52,7 +52,9 @@ def _pos_embed_param(embed_dim: int, grid: tuple[int, int]) -> nn.Parameter:
 # --------------------------------------------------------------------------- dispatch points
 def attention(q, k, v, key_padding=None, backend: str = "torch"):
     """Softmax attention on (B, H, N, d); ``key_padding`` (B, N) bool is True where a key may be attended."""
-    if backend == "triton":
+    # The kernel is forward-only: whenever autograd needs this op, the torch path runs instead.
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if backend == "triton" and not needs_grad:
         from radiofm.kernels import masked_attention
 
         return masked_attention(q, k, v, key_padding)
@@ -67,7 +69,10 @@ def attention(q, k, v, key_padding=None, backend: str = "torch"):
 
 def embed_patches(images, proj: nn.Conv2d, pos_embed, keep=None, backend: str = "torch"):
     """Patch tokens (B, L or L_keep, D): projection + bias + position embedding (L, D), then gather ``keep``."""
-    if backend == "triton":
+    # The kernel is forward-only: whenever autograd needs this op, the torch path runs instead.
+    inputs = (images, proj.weight, proj.bias, pos_embed)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    if backend == "triton" and not needs_grad:
         from radiofm.kernels import patch_embed
 
         return patch_embed(images, proj.weight, proj.bias, pos_embed, keep)

@@ -265,3 +265,75 @@ def test_gpu_check_small_runs_every_section(tmp_path):
     assert report["attention_bench"] and report["patch_embed_bench"] and report["sweep"]
     assert set(report["targets"]) == {"attention_unmasked_vs_sdpa", "attention_half_padding_vs_sdpa_masked",
                                       "patch_embed_keep_vs_conv_add_gather"}
+
+
+# --------------------------------------------------------------------------- the model's dispatch
+def _micro(task, **overrides):
+    from radiofm.config import preset
+    from radiofm.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(preset("vit-micro", task=task, **overrides)).eval().to(DEVICE)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """How often the model's dispatch reached each kernel."""
+    calls = {"masked_attention": 0, "patch_embed": 0}
+    for name in calls:
+        kernel = getattr(kernels, name)
+
+        def counted(*args, _name=name, _kernel=kernel, **kwargs):
+            calls[_name] += 1
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, counted)
+    return calls
+
+
+def _both_backends(model, run):
+    with torch.no_grad():
+        expected = run(model.set_backends(attn="torch", patch="torch"))
+        got = run(model.set_backends(attn="triton", patch="triton"))
+    return got, expected
+
+
+def test_model_forward_matches_torch_backends_mae(kernel_calls):
+    model = _micro("mae")
+    images = torch.randn(2, 1, 32, 32).to(DEVICE)
+
+    def run(m):
+        return m(images, generator=torch.Generator(DEVICE).manual_seed(3))
+
+    (loss, pred, mask), (loss_ref, pred_ref, mask_ref) = _both_backends(model, run)
+    assert torch.equal(mask, mask_ref)
+    torch.testing.assert_close(pred, pred_ref, **FP32)
+    torch.testing.assert_close(loss, loss_ref, **FP32)
+    # Encoder and decoder blocks: 2 + 1 attention calls, one patch embedding.
+    assert kernel_calls == {"masked_attention": 3, "patch_embed": 1}
+
+
+def test_model_forward_matches_torch_backends_classifier_with_padding(kernel_calls):
+    model = _micro("classify", num_classes=3)
+    images = torch.randn(3, 1, 32, 32).to(DEVICE)
+    padding = _padding("random", 3, 16)
+    padding[:, 0] = True  # the classifier's average pool needs one valid patch per sample
+
+    for key_padding in (None, padding):
+        got, expected = _both_backends(model, lambda m: m(images, key_padding=key_padding))
+        torch.testing.assert_close(got, expected, **FP32)
+    assert kernel_calls == {"masked_attention": 4, "patch_embed": 2}
+
+
+def test_model_with_triton_backends_still_trains_through_torch(kernel_calls):
+    model = _micro("classify", num_classes=3)
+    images = torch.randn(2, 1, 32, 32).to(DEVICE)
+    model.set_backends(attn="triton", patch="triton")(images).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    model.set_backends(attn="torch", patch="torch")(images).sum().backward()
+    expected = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) == len(expected) > 0
+    assert kernel_calls == {"masked_attention": 0, "patch_embed": 0}
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e)
