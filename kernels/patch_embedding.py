@@ -119,8 +119,8 @@ def patch_embed(
     Returns (B, L, D), or (B, L_keep, D) in keep's order, in the images' dtype; accumulates in fp32.
 
     check_keep=False skips the range check of ``keep``, which costs a device sync on CUDA; use it
-    only for indices known to be valid (e.g. from an argsort). Out-of-range indices are then not
-    read from memory but give meaningless rows. ``config`` overrides the tile sizes.
+    only for indices known to be valid (e.g. from an argsort). Out-of-range indices then read nothing
+    outside the image or the position table, but give meaningless rows. ``config`` overrides the tiles.
     """
     _check_patch_embed_inputs(images, weight, bias, pos_embed, keep)
     device = check_device("patch_embed", _patch_embed_fwd, images=images, weight=weight, bias=bias,
@@ -129,9 +129,10 @@ def patch_embed(
     embed_dim, _, p, _ = weight.shape
     grid_w = width // p
     n_tokens = (height // p) * grid_w
-    if keep is not None and check_keep and keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= n_tokens):
-        raise ValueError(f"patch_embed: keep indices must be in [0, {n_tokens}), "
-                         f"got min {int(keep.min())}, max {int(keep.max())}")
+    if keep is not None and check_keep and keep.numel():
+        low, high = torch.stack(keep.aminmax()).tolist()  # one read-back, one sync on CUDA
+        if low < 0 or high >= n_tokens:
+            raise ValueError(f"patch_embed: keep indices must be in [0, {n_tokens}), got min {low}, max {high}")
     n_out_tokens = n_tokens if keep is None else keep.shape[1]
     out = torch.empty(batch, n_out_tokens, embed_dim, dtype=images.dtype, device=device)
     if out.numel() == 0:
