@@ -142,6 +142,22 @@ def convert(
     )
 
 
+# --------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("radiofm-demo.png"), help="Picture of the captures with predicted labels and masks."),
+    seed: int = typer.Option(2026, help="Seed of the fresh captures."),
+):
+    """Run the bundled models on fresh synthetic captures: ONNX export, predictions beside the truth,
+    accuracy and latency per engine, and a picture."""
+    from radiofm.demo import run_demo
+
+    try:
+        run_demo(out, seed=seed, console=console)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        fail(str(e))
+
+
 # --------------------------------------------------------------------------- predict
 @app.command()
 def predict(
@@ -204,6 +220,165 @@ def _prediction_records(path, pred, classes, task) -> list[dict]:
                        probabilities={c: round(float(p), 4) for c, p in zip(classes, pred.probs[i])})
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- train / eval
+train_app = typer.Typer(help="Pretrain (Masked Spectrogram Modeling) and fine-tune models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _train_config(out: Path, epochs: int, batch: int, accum: int, blr: float, lr: Optional[float], min_lr: float,
+                  warmup_epochs: Optional[float], weight_decay: float, layer_decay: Optional[float], amp: str,
+                  seed: int, ckpt_every: int, threads: Optional[int], resume: bool, progress: bool, extra: dict):
+    from radiofm.training.loop import TrainConfig
+    from radiofm.training.state import STATE_FILE
+
+    if resume and not (out / "last" / STATE_FILE).is_file():
+        fail(f"--resume: {out} holds no checkpoint (last/{STATE_FILE}) to resume from")
+    if epochs < 1 or batch < 1 or accum < 1:
+        fail("--epochs, --batch and --accum must be at least 1")
+    return TrainConfig(out=out, epochs=epochs, batch_size=batch, accum_steps=accum, blr=blr, lr=lr, min_lr=min_lr,
+                       warmup_epochs=epochs / 10 if warmup_epochs is None else warmup_epochs,
+                       weight_decay=weight_decay, layer_decay=layer_decay, amp=amp, seed=seed, ckpt_every=ckpt_every,
+                       threads=threads, progress=progress, extra=extra)
+
+
+_EPOCHS = typer.Option(..., "--epochs", "-e", help="Passes over the data.")
+_BATCH = typer.Option(64, "--batch", "-b", help="Items per process per micro-step.")
+_ACCUM = typer.Option(1, "--accum", help="Micro-steps per optimizer step (global batch = batch x accum x processes).")
+_LR = typer.Option(None, "--lr", help="Absolute peak learning rate (overrides --blr).")
+_MIN_LR = typer.Option(0.0, "--min-lr", help="Learning rate at the end of the cosine.")
+_WARMUP = typer.Option(None, "--warmup-epochs", help="Linear warmup length [default: 10% of --epochs].")
+_AMP = typer.Option("auto", "--amp", help="auto (bf16 on GPUs and bf16-capable CPUs) | bf16 | off.")
+_SEED = typer.Option(0, "--seed", help="Seeds the initialisation, data order, masking and drop path.")
+_CKPT = typer.Option(0, "--ckpt-every", help="Optimizer steps between checkpoints [default: once per epoch].")
+_THREADS = typer.Option(None, "--threads", help="torch CPU threads [default: cores / processes].")
+_RESUME = typer.Option(False, "--resume", help="Require a checkpoint in --out (resuming is automatic when one exists).")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")
+
+
+@train_app.command("pretrain")
+def train_pretrain(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (any task: labels are not used)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    model: str = typer.Option("vit-nano", "--model", "-m", help="Size preset (radiofm info --models)."),
+    mask_ratio: float = typer.Option(0.75, "--mask-ratio", help="Share of patches hidden from the encoder."),
+    epochs: int = _EPOCHS, batch: int = _BATCH, accum: int = _ACCUM,
+    blr: float = typer.Option(1e-3, "--blr", help="Base learning rate, scaled by global batch / 256."),
+    lr: Optional[float] = _LR, min_lr: float = _MIN_LR, warmup_epochs: Optional[float] = _WARMUP,
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    norm_pix_loss: bool = typer.Option(False, "--norm-pix-loss", help="Reconstruct per-patch normalised pixels."),
+    sample_every: int = typer.Option(5, "--sample-every", help="Epochs between reconstruction PNGs (0: none)."),
+    amp: str = _AMP, seed: int = _SEED, ckpt_every: int = _CKPT, threads: Optional[int] = _THREADS,
+    resume: bool = _RESUME, progress: bool = _PROGRESS,
+):
+    """Masked Spectrogram Modeling: pretrain an MAE; writes OUT/final (the model), checkpoints, metrics and PNGs."""
+    from radiofm.training.pretrain import pretrain
+
+    tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, weight_decay, None, amp, seed,
+                       ckpt_every, threads, resume, progress,
+                       dict(command="pretrain", data=str(data), model=model, mask_ratio=mask_ratio))
+    try:
+        final = pretrain(data, model, mask_ratio, tc, sample_every=sample_every, norm_pix_loss=norm_pix_loss)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(f"wrote {final}")
+
+
+@train_app.command("finetune")
+def train_finetune(
+    task: str = typer.Option(..., "--task", "-t", help="classify | segment."),
+    data: Path = typer.Option(..., "--data", "-d", help="Labelled dataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Pretrained model: run folder, model folder or zoo name."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Size preset, to train from scratch instead."),
+    mode: str = typer.Option("full", "--mode", help="full (layer-wise lr decay) | linear-probe (blocks frozen)."),
+    label_fraction: float = typer.Option(1.0, "--label-fraction", help="Train on this seeded share of the labels."),
+    class_weights: str = typer.Option("none", "--class-weights", help="Segmentation loss: none | auto | w0,w1,..."),
+    epochs: int = _EPOCHS, batch: int = _BATCH, accum: int = _ACCUM,
+    blr: float = typer.Option(1e-3, "--blr", help="Base learning rate, scaled by global batch / 256."),
+    lr: Optional[float] = _LR, min_lr: float = _MIN_LR, warmup_epochs: Optional[float] = _WARMUP,
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 0.05 full, 0 linear probe]"),
+    layer_decay: float = typer.Option(0.75, "--layer-decay", help="Layer-wise lr decay (full mode)."),
+    drop_path: float = typer.Option(0.1, "--drop-path", help="Stochastic depth rate (full mode)."),
+    amp: str = _AMP, seed: int = _SEED, ckpt_every: int = _CKPT, threads: Optional[int] = _THREADS,
+    resume: bool = _RESUME, progress: bool = _PROGRESS,
+):
+    """Fine-tune a classifier or segmenter (linear probe or full) from a pretrained encoder or from scratch."""
+    from radiofm.training.finetune import finetune
+
+    full = mode == "full"
+    wd = weight_decay if weight_decay is not None else (0.05 if full else 0.0)
+    tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, wd, layer_decay if full else None,
+                       amp, seed, ckpt_every, threads, resume, progress,
+                       dict(command="finetune", task=task, data=str(data), init=init, model=model, mode=mode,
+                            label_fraction=label_fraction, class_weights=class_weights, drop_path=drop_path))
+    try:
+        final = finetune(task, data, tc, init=init, model=model, mode=mode, label_fraction=label_fraction,
+                         class_weights=class_weights, drop_path=drop_path)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(f"wrote {final}")
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(..., help="Model folder, run folder or zoo name."),
+    data: Path = typer.Option(..., "--data", "-d", help="Labelled dataset folder (an MAE takes any)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics here as JSON."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Confusion matrix PNG [default: beside --json]."),
+    batch: int = typer.Option(64, "--batch", "-b"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+):
+    """Accuracy, per-class and mean per-class accuracy, mIoU (segmentation), accuracy by SNR, confusion matrix."""
+    from radiofm.checkpoint import write_json_atomic
+    from radiofm.training.evaluate import evaluate, fmt, save_confusion_png
+
+    try:
+        m = evaluate(model, data, batch, threads)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(f"{m['model']} ({m['task']}) on {m['data']}: {m['items']} items, {m['eval_time_s']} s")
+    if m["task"] == "mae":
+        console.print(f"masked reconstruction MSE {m['reconstruction_mse']:.4f} at mask ratio {m['mask_ratio']}")
+    else:
+        labels = list(m["per_class_accuracy"])
+        table = Table(title="per class")
+        for col in ("class", "accuracy") + (("IoU",) if "miou" in m else ()):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for lab in labels:
+            table.add_row(lab, fmt(m["per_class_accuracy"][lab]),
+                          *((fmt(m["per_class_iou"][lab]),) if "miou" in m else ()))
+        console.print(table)
+        cm = Table(title="confusion (rows true, columns predicted)")
+        cm.add_column("")
+        for lab in labels:
+            cm.add_column(lab, justify="right")
+        for lab, row in zip(labels, m["confusion_matrix"]):
+            cm.add_row(lab, *(str(v) for v in row))
+        console.print(cm)
+        if "accuracy_by_snr" in m:
+            snr = Table(title="accuracy by SNR")
+            for col in ("SNR", "items", "accuracy"):
+                snr.add_column(col, justify="right")
+            for band, v in m["accuracy_by_snr"].items():
+                snr.add_row(band, str(v["n"]), fmt(v["accuracy"]))
+            console.print(snr)
+        summary = f"accuracy {fmt(m['accuracy'])}, mean per-class accuracy {fmt(m['mean_class_accuracy'])}"
+        if "miou" in m:
+            summary += f", mIoU {fmt(m['miou'])}"
+        if "accuracy_snr_ge_10db" in m:
+            summary += f", accuracy at SNR >= 10 dB {fmt(m['accuracy_snr_ge_10db'])}"
+        console.print(summary)
+        png = png or (json_out.with_suffix(".png") if json_out else None)
+        if png:
+            import numpy as np
+
+            save_confusion_png(np.array(m["confusion_matrix"]), labels, png, f"{Path(m['model']).name} on {data.name}")
+            console.print(f"wrote {png}")
+    if json_out:
+        write_json_atomic(json_out, m)
+        console.print(f"wrote {json_out}")
 
 
 def main() -> None:

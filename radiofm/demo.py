@@ -1,0 +1,199 @@
+"""``radiofm demo``: the bundled models on fresh synthetic captures, on every engine this machine has.
+
+Like the CLI, this sits on top of everything (it generates data with ``radiofm.training`` and exports
+with ``radiofm.export``); nothing in the core imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+CLASSIFIER = "signals-nano"
+SEGMENTER = "lte-nr-nano"
+
+
+@dataclass
+class EngineRun:
+    label: str
+    accuracy: float
+    p50_ms: float
+    per_sample_ms: float
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
+
+
+def exported(model: str, precision: str, console: Console) -> Path:
+    """The ONNX export folder of a zoo model, made once per weights checksum and reused after."""
+    from radiofm.checkpoint import WEIGHTS_FILE, resolve_model_dir
+    from radiofm.engines import ONNX_FILES
+    from radiofm.export.onnx import export, sha256_file
+
+    src = resolve_model_dir(model)
+    folder = cache_dir() / f"{src.name}-{sha256_file(src / WEIGHTS_FILE)[:12]}"
+    wanted = ("fp32", precision)
+    if all((folder / ONNX_FILES[p]).is_file() for p in wanted):
+        console.print(f"  {model}: ONNX {'/'.join(dict.fromkeys(wanted))} cached in {folder}")
+        return folder
+    start = time.perf_counter()
+    results = export(src, folder, precision=precision, samples=16, batch_sizes=(1, 7))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise RuntimeError(f"export of {model} missed its tolerance: {failed[0].path}")
+    console.print(f"  {model}: exported ONNX {'/'.join(dict.fromkeys(wanted))} to {folder} "
+                  f"in {time.perf_counter() - start:.1f} s (validated against torch)")
+    return folder
+
+
+def signal_captures(n_per_class: int, seed: int):
+    """Fresh IQ captures of every emitter type at 10 to 30 dB SNR: (iq (N, samples), true labels, SNRs)."""
+    from radiofm.training.synth import signals
+
+    rng = np.random.default_rng(seed)
+    kinds = [k for k in signals.CLASSES for _ in range(n_per_class)]
+    snrs = rng.uniform(10, 30, len(kinds))
+    iq = np.stack([signals.generate_signal(k, rng, s) for k, s in zip(kinds, snrs)])
+    return iq, np.array(kinds), snrs
+
+
+def lte_nr_frames(n: int, seed: int):
+    from radiofm.training.synth.lte_nr import make_lte_nr_frame
+
+    rng = np.random.default_rng(seed)
+    frames = [make_lte_nr_frame(rng) for _ in range(n)]
+    return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+
+
+def time_engine(fn, x, repeats: int) -> tuple[float, float]:
+    """(median ms of one sample, ms per sample at the batch of ``x``), after one warm-up."""
+    fn(x[:1])
+    fn(x)
+    single = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x[:1])
+        single.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    fn(x)
+    return 1e3 * float(np.median(single)), 1e3 * (time.perf_counter() - t) / len(x)
+
+
+def engine_options(folder: Path) -> list[tuple[str, str, str]]:
+    """(label, engine, precision) of every engine to run here, the torch reference first."""
+    from radiofm.engines import ONNX_FILES, cuda_visible
+
+    options = [("torch fp32", "torch", "fp32")]
+    for precision in ("fp32", "int8"):
+        if (folder / ONNX_FILES[precision]).is_file():
+            options.append((f"onnx {precision}", "onnx", precision))
+    plans = sorted(folder.glob("model.*.plan"))
+    if plans and cuda_visible():
+        options.append((f"trt {plans[0].suffixes[0][1:]}", "trt", plans[0].suffixes[0][1:]))
+    return options
+
+
+def run_demo(out: Path, seed: int = 2026, n_per_class: int = 2, n_frames: int = 4, repeats: int = 20,
+             console: Console | None = None) -> dict:
+    from radiofm.sdk import Classifier, Segmenter
+    from radiofm.signal import spectrogram
+
+    console = console or Console()
+    t0 = time.perf_counter()
+    console.rule("radiofm demo")
+    console.print("[bold]1. Export the bundled models to ONNX[/]")
+    clf_onnx = exported(CLASSIFIER, "int8", console)
+    seg_onnx = exported(SEGMENTER, "fp32", console)
+
+    console.print(f"[bold]2. Fresh captures[/] (seed {seed}, not seen in training)")
+    iq, truth, snrs = signal_captures(n_per_class, seed)
+    spectra, masks = lte_nr_frames(n_frames, seed)
+    console.print(f"  {len(iq)} signal captures ({iq.shape[1]} IQ samples each, SNR 10-30 dB), "
+                  f"{len(spectra)} LTE/NR frames {spectra.shape[1]}x{spectra.shape[2]}")
+
+    console.print("[bold]3. Predict on every engine[/]")
+    runs, clf_preds, seg_preds = [], [], []
+    for label, engine, precision in engine_options(clf_onnx):
+        clf = Classifier.from_pretrained(CLASSIFIER if engine == "torch" else clf_onnx, engine=engine,
+                                         precision=precision)
+        spec = np.stack([spectrogram(c, clf.cfg.preprocess) for c in iq])
+        clf_preds.append(clf.predict_iq(iq))
+        p50, per = time_engine(clf.predict, spec, repeats)
+        runs.append((CLASSIFIER, EngineRun(label, float((clf_preds[-1].labels == truth).mean()), p50, per)))
+    for label, engine, precision in engine_options(seg_onnx):
+        seg = Segmenter.from_pretrained(SEGMENTER if engine == "torch" else seg_onnx, engine=engine,
+                                        precision=precision)
+        seg_preds.append(seg.predict(spectra))
+        acc = mean_class_accuracy(seg_preds[-1].indices, masks, len(seg.classes))
+        p50, per = time_engine(seg.predict, spectra, max(3, repeats // 4))
+        runs.append((SEGMENTER, EngineRun(label, acc, p50, per)))
+    first_pred = clf_preds[0]
+
+    table = Table(title=f"{CLASSIFIER} on {len(iq)} fresh captures ({runs[0][1].label})")
+    for col in ("true", "SNR dB", "predicted", "p"):
+        table.add_column(col)
+    for t, s, p, pr in zip(truth, snrs, first_pred.labels, first_pred.probs.max(1)):
+        mark = "[green]" if t == p else "[red]"
+        table.add_row(t, f"{s:.0f}", f"{mark}{p}[/]", f"{pr:.2f}")
+    console.print(table)
+
+    perf = Table(title="accuracy and latency per engine (indicative, one process; `radiofm bench` for figures)")
+    for col in ("model", "engine", "score", "metric", "batch 1 p50 ms", "ms/sample, batched"):
+        perf.add_column(col, justify="right" if col in ("score", "batch 1 p50 ms", "ms/sample, batched") else "left")
+    for model, r in runs:
+        metric = "mean class pixel acc." if model == SEGMENTER else "accuracy"
+        perf.add_row(model, r.label, f"{r.accuracy:.1%}", metric, f"{r.p50_ms:.2f}", f"{r.per_sample_ms:.2f}")
+    console.print(perf)
+
+    plot(out, clf.prepare(spec)[0], truth, first_pred.labels, spectra, masks, seg_preds[0].indices, seg.classes)
+    elapsed = time.perf_counter() - t0
+    console.print(f"[bold]4. Picture[/] of the captures with predicted labels and masks: {out}")
+    console.print(f"demo finished in {elapsed:.1f} s")
+    return {"runs": [(m, r.__dict__) for m, r in runs], "seconds": elapsed}
+
+
+def mean_class_accuracy(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
+    per_class = [(pred[truth == c] == c).mean() for c in range(k) if (truth == c).any()]
+    return float(np.mean(per_class))
+
+
+def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_classes) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    n_sig, n_seg = len(images), len(spectra)
+    cols = max(8, n_seg)
+    rows_sig = -(-n_sig // cols)
+    fig, axes = plt.subplots(rows_sig + 3, cols, figsize=(1.8 * cols, 1.9 * (rows_sig + 3)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n_sig):
+        ax = axes[i // cols, i % cols]
+        ax.imshow(images[i, 0], origin="lower", aspect="auto", cmap="viridis")
+        ok = truth[i] == predicted[i]
+        ax.set_title(f"{truth[i]} -> {predicted[i]}", fontsize=7, color="green" if ok else "red")
+    cmap = ListedColormap(["#202020", "#1f77b4", "#ff7f0e"][: len(seg_classes)])
+    for j in range(n_seg):
+        db = 10 * np.log10(spectra[j] + 1e-12)
+        axes[rows_sig, j].imshow(db, origin="lower", aspect="auto", cmap="viridis")
+        axes[rows_sig + 1, j].imshow(masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
+        axes[rows_sig + 2, j].imshow(seg_masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
+    axes[rows_sig, 0].set_title("LTE/NR frame (dB)", fontsize=7, loc="left")
+    axes[rows_sig + 1, 0].set_title("true mask", fontsize=7, loc="left")
+    axes[rows_sig + 2, 0].set_title("predicted: " + " / ".join(f"{c}" for c in seg_classes) + " = black/blue/orange",
+                                    fontsize=7, loc="left")
+    fig.suptitle("radiofm demo: signal classes (true -> predicted) and LTE/NR segmentation", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
