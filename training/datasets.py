@@ -244,6 +244,8 @@ class SigmfDataset(Dataset):
     each turned into a spectrogram with :func:`radiofm.signal.spectrogram`."""
 
     def __init__(self, path: Path, crop_ms: float = 16.0, pre: PreprocessConfig | None = None):
+        import sigmf
+
         super().__init__(path)
         self.pre = pre or PreprocessConfig()
         metas = [self.path] if self.path.is_file() else sorted(
@@ -255,9 +257,9 @@ class SigmfDataset(Dataset):
         rates = set()
         for meta in metas:
             rec = self._recording(meta)
-            rate = rec.get_global_info().get("core:sample_rate")
+            rate = rec.get_global_field(sigmf.SAMPLE_RATE_KEY)
             if not rate:
-                raise ValueError(f"{meta} records no core:sample_rate; crops of {crop_ms} ms need one")
+                raise ValueError(f"{meta} records no {sigmf.SAMPLE_RATE_KEY}; crops of {crop_ms} ms need one")
             rates.add(float(rate))
             crop = int(round(crop_ms * 1e-3 * float(rate)))
             if crop < self.pre.n_fft:

@@ -57,24 +57,19 @@ def draw_scene(rng: np.random.Generator, snr_db: float | None, n_carriers: int |
 
 
 def _label_map(c: Carrier, timing: tuple, n_frames: int, hop: int, fs: float, size: tuple[int, int]) -> np.ndarray:
-    """Pixels (frequency rows x time columns of the resized spectrogram) where carrier ``c`` is active.
-
-    A row counts when active subcarriers fill at least half of it in some symbol; a column when any
-    symbol overlapping it is active there.
-    """
+    """Pixels (frequency rows x time columns of the resized spectrogram) at least half covered by
+    carrier ``c``'s active resource elements."""
     rows, cols = size
     edges_hz = (np.linspace(0, 1, rows + 1) - 0.5) * fs
     lo, hi = np.searchsorted(c.subcarrier_hz, edges_hz[:-1]), np.searchsorted(c.subcarrier_hz, edges_hz[1:])
     counts = np.concatenate([np.zeros((len(c.active), 1), np.int32), np.cumsum(c.active, 1, dtype=np.int32)], 1)
-    scs = c.spec.scs_khz * 1e3
-    lit = (counts[:, hi] - counts[:, lo]) >= 0.5 * (fs / rows) / scs  # (symbols, rows)
+    row_cover = (counts[:, hi] - counts[:, lo]) / ((fs / rows) / (c.spec.scs_khz * 1e3))  # (symbols, rows)
     # STFT slice p is centred on sample p*hop; output column j averages slices [j, j+1) * n_frames/cols.
     col_edges = (np.linspace(0, n_frames, cols + 1) - 0.5) * hop
-    symbol_start, symbol_end = timing
-    first = np.searchsorted(symbol_end, col_edges[:-1], side="right")
-    last = np.searchsorted(symbol_start, col_edges[1:], side="left")
-    lit_cum = np.concatenate([np.zeros((1, rows), np.int32), np.cumsum(lit, 0, dtype=np.int32)])
-    return (lit_cum[np.maximum(last, first)] - lit_cum[first]).T > 0
+    start, end = timing
+    overlap = np.clip(np.minimum(end[None, :], col_edges[1:, None]) - np.maximum(start[None, :], col_edges[:-1, None]), 0, None)
+    cover = (overlap / np.diff(col_edges)[:, None]) @ row_cover  # (cols, rows)
+    return cover.T >= 0.5
 
 
 def lte_nr_frame(

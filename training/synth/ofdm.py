@@ -165,7 +165,6 @@ def fading(rng: np.random.Generator, n_sym: int, nsc: int, scs_hz: float, symbol
     """Tapped-delay-line channel on the grid: exponential delay profile, sum-of-sinusoids Doppler per tap.
 
     Applying it per resource element is exact while the delay spread stays inside the cyclic prefix.
-    Unit average power, so the in-band SNR holds on average.
     """
     n_taps = int(rng.integers(2, 8))
     spread = rng.uniform(30e-9, 1e-6)
@@ -181,7 +180,9 @@ def fading(rng: np.random.Generator, n_sym: int, nsc: int, scs_hz: float, symbol
     gains = np.exp(1j * (2 * np.pi * doppler * np.cos(angle) * t + phase)).sum(-1) / np.sqrt(paths)
     k = np.arange(nsc) - nsc / 2
     steering = np.exp(-2j * np.pi * scs_hz * delays[:, None] * k[None, :])
-    return ((gains * np.sqrt(power)) @ steering).astype(np.complex64)
+    h = (gains * np.sqrt(power)) @ steering
+    # Unit power over this realisation, not just on average: the stated SNR is the one received.
+    return (h / np.sqrt(np.mean(np.abs(h) ** 2))).astype(np.complex64)
 
 
 def modulate(freq: np.ndarray, scs_hz: float, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -109,9 +109,11 @@ def bluetooth(rng: np.random.Generator, snr_db: float, n: int, fs: float) -> np.
     slot -= slot[0]
     n_slots = slot[-1] + 1
     channels = rng.integers(-int(USABLE // 1e6) + 1, int(USABLE // 1e6), n_slots) * 1e6
-    length = rng.uniform(126e-6, 366e-6, n_slots) * (rng.random(n_slots) < 0.7)
     in_slot = t - (t // 625e-6) * 625e-6
-    on = in_slot < length[slot]
+    on = np.zeros(n, bool)
+    while not on.any():  # a capture labelled Bluetooth holds at least one packet
+        length = rng.uniform(126e-6, 366e-6, n_slots) * (rng.random(n_slots) < 0.7)
+        on = in_slot < length[slot]
     symbols = rng.choice([-1.0, 1.0], int(t[-1] * 1e6) + 2)
     nrz = symbols[(t * 1e6).astype(int) - int(t[0] * 1e6)]
     sigma = np.sqrt(np.log(2)) / (2 * np.pi * 0.5) * fs / 1e6  # Gaussian filter, BT = 0.5, in samples

@@ -1,0 +1,84 @@
+import os
+
+import numpy as np
+import pytest
+
+from radiofm import signal
+from radiofm.training.datasets import open_dataset
+from radiofm.training.synth import synthesize
+from radiofm.training.synth.common import read_manifest
+from radiofm.training.synth.lte_nr import lte_nr_frame
+from radiofm.training.synth.signals import CLASSES, generate_signal
+
+SIZES = {"lte-nr": 2, "signals": 8, "csi-har": 6, "pretrain": 2}
+
+
+def _arrays(ds):
+    return [(x, None if y is None else np.asarray(y), ds.snr_db(i)) for i, (x, y) in enumerate(ds)]
+
+
+@pytest.mark.parametrize("task", list(SIZES))
+def test_each_generator_is_deterministic_by_seed(task, tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert synthesize(task, SIZES[task], tmp_path / name, seed=seed, progress=False) == SIZES[task]
+    a, b, c = (_arrays(open_dataset(tmp_path / name)) for name in "abc")
+    for (xa, ya, sa), (xb, yb, sb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+        assert sa == sb or (sa is None and sb is None)
+    assert not np.array_equal(a[0][0], c[0][0])
+    assert not [p for p in os.listdir(tmp_path / "a") if p.endswith(".tmp")]
+
+
+def test_workers_do_not_change_the_data_and_reruns_fill_in_only_missing(tmp_path):
+    synthesize("signals", 6, tmp_path / "one", seed=1, workers=1, progress=False)
+    synthesize("signals", 6, tmp_path / "two", seed=1, workers=2, progress=False)
+    for (x1, y1), (x2, y2) in zip(open_dataset(tmp_path / "one"), open_dataset(tmp_path / "two")):
+        np.testing.assert_array_equal(x1, x2)
+        assert y1 == y2
+    kept = (tmp_path / "one" / "sample_000001.npz").stat().st_mtime_ns
+    (tmp_path / "one" / "sample_000004.npz").unlink()
+    assert synthesize("signals", 8, tmp_path / "one", seed=1, progress=False) == 3  # 4, 6, 7
+    assert (tmp_path / "one" / "sample_000001.npz").stat().st_mtime_ns == kept
+    np.testing.assert_array_equal(open_dataset(tmp_path / "one")[4][0], open_dataset(tmp_path / "two")[4][0])
+    manifest = read_manifest(tmp_path / "one")
+    assert manifest["num_samples"] == 8 and manifest["classes"] == CLASSES and manifest["sample_rate"] == 30.72e6
+    with pytest.raises(ValueError, match="seed"):
+        synthesize("signals", 8, tmp_path / "one", seed=2, progress=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lte_nr_labels_line_up_with_energy(seed):
+    snr_db = 20.0
+    spec, labels, info = lte_nr_frame(np.random.default_rng(seed), snr_db=snr_db, n_carriers=3, duration_ms=10)
+    assert spec.shape == labels.shape == (256, 256)
+    noise = spec[labels == 0]
+    floor = np.median(noise)
+    for cls in np.unique(labels[labels > 0]):
+        inside = 10 * np.log10(spec[labels == cls].mean() / floor)
+        assert inside == pytest.approx(10 * np.log10(1 + 10 ** (snr_db / 10)), abs=3.0), (cls, info)
+    # Unlabelled pixels hold noise; only a few (OFDM splatter, pixels less than half covered) stand out.
+    assert np.mean(noise > floor * 10) < 0.1
+
+
+def test_lte_nr_labels_are_ofdm_classes():
+    _, labels, info = lte_nr_frame(np.random.default_rng(5))
+    kinds = {int(c[0]) for c in info["carriers"]}
+    assert set(np.unique(labels)) <= {0} | kinds
+
+
+@pytest.mark.parametrize("kind", CLASSES)
+def test_signals_are_deterministic_and_carry_their_snr(kind):
+    a = generate_signal(kind, np.random.default_rng(7), 20.0)
+    b = generate_signal(kind, np.random.default_rng(7), 20.0)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.complex64 and a.shape == (32768,)
+    spec = signal.spectrogram(a)
+    excess_db = 10 * np.log10(spec.max(1).max() / np.median(spec))
+    assert excess_db < 15 if kind == "noise" else excess_db > 15
+
+
+def test_cw_peak_sits_the_snr_above_the_noise_floor():
+    spec = signal.spectrogram(generate_signal("CW", np.random.default_rng(8), 20.0))
+    peak = spec.mean(1).max()  # a tone stays in one bin
+    assert 10 * np.log10(peak / np.median(spec)) == pytest.approx(20.0, abs=1.5)
