@@ -158,6 +158,45 @@ def demo(
         fail(str(e))
 
 
+# --------------------------------------------------------------------------- data
+@data_app.command("synth")
+def data_synth(
+    task: str = typer.Option(..., "--task", help="lte-nr | signals | csi-har | pretrain"),
+    n: int = typer.Option(..., "--n", help="Number of samples (0..n-1); existing ones are kept."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write (with dataset.json)."),
+    seed: int = typer.Option(0, "--seed", help="Sample i depends only on (seed, i)."),
+    workers: int = typer.Option(0, "--workers", help="Worker processes; 0 = one per CPU core."),
+):
+    """Synthesise a dataset; re-running fills in missing samples and keeps what is there."""
+    import os
+    import time
+
+    from radiofm.training.synth import synthesize
+
+    start = time.perf_counter()
+    try:
+        written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(f"{out}: wrote {written} of {n} {task} samples in {time.perf_counter() - start:.1f} s")
+
+
+@data_app.command("show")
+def data_show(
+    path: Path = typer.Argument(..., help="Dataset folder or SigMF recording."),
+    out: Path = typer.Option(Path("grid.png"), "--out", help="PNG to write."),
+    n: int = typer.Option(16, "--n", help="Samples to show, spread over the dataset."),
+):
+    """Draw a grid of samples with their labels or masks."""
+    from radiofm.training.show import show_grid
+
+    try:
+        written = show_grid(path, out, n=n)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        fail(str(e))
+    console.print(f"wrote {written}")
+
+
 # --------------------------------------------------------------------------- predict
 @app.command()
 def predict(
