@@ -420,6 +420,126 @@ def eval_(
         console.print(f"wrote {json_out}")
 
 
+# --------------------------------------------------------------------------- export
+@app.command("export")
+def export_(
+    model: str = typer.Argument(..., help="Model folder, training run folder or zoo name."),
+    engine: str = typer.Option("onnx", "--engine", "-e", help="onnx | trt"),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 becomes static QDQ calibrated on it."),
+    batch: str = typer.Option("1:8:64", "--batch", help="TensorRT batch profile MIN:OPT:MAX."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the model folder)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Export another head of the weights (encode)."),
+    samples: int = typer.Option(64, "--samples", help="Validation samples, run at batch sizes 1, 2, 7 and 16."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Max |onnx - torch| allowed for --precision (default: fp32 1e-4, others unchecked)."),
+    workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
+):
+    """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
+    if engine not in ("onnx", "trt"):
+        fail(f"--engine must be onnx or trt, got {engine!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    from radiofm.export.onnx import ExportError, export
+    from radiofm.export.tensorrt import EngineMismatch, TensorRTUnavailable, export_engine, parse_batch_profile
+
+    log = lambda msg: err_console.print(msg, highlight=False)  # noqa: E731
+    try:
+        if engine == "onnx":
+            results, plan = export(model, out, precision, calib=calib, task=task, samples=samples,
+                                   atol=atol, log=log), None
+        else:
+            profile = parse_batch_profile(batch)
+            command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
+                f" --calib {calib}" if calib else "")
+            results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
+                                          samples, command, log)
+    except TensorRTUnavailable as e:
+        from radiofm.checkpoint import resolve_model_dir
+
+        fail(f"{e}; the ONNX model is written to {out or resolve_model_dir(model)}")
+    except (ExportError, EngineMismatch, ValueError, FileNotFoundError, RuntimeError) as e:
+        fail(str(e))
+    entries = [r.entry for r in results]
+    paths = [r.path for r in results]
+    if plan is not None:
+        import json
+
+        entries.append(json.loads(Path(f"{plan}.json").read_text()))
+        paths.append(plan)
+    _print_parity(entries, paths)
+    failed = [f"{path.name}: {', '.join(entry['failures'])}" for entry, path in zip(entries, paths) if not entry["passed"]]
+    if failed:
+        fail("export missed its tolerance, kept for inspection only, not for deployment: " + "; ".join(failed))
+
+
+def _print_parity(entries: list[dict], paths: list[Path]) -> None:
+    table = Table(title="parity with torch at each batch size")
+    for col in ("file", "batch", "max |diff|", "agreement", "min cosine", "passed"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for entry, path in zip(entries, paths):
+        for b, p in entry["parity"].items():
+            agreement = "-" if p["agreement"] is None else f"{100 * p['agreement']:.2f} %"
+            table.add_row(path.name, b, f"{p['max_abs_diff']:.2e}", agreement, f"{p['cosine']:.6f}",
+                          "yes" if entry["passed"] else "NO")
+    console.print(table)
+    for entry, path in zip(entries, paths):
+        if "tolerance" in entry:
+            console.print(f"{path.name} tolerance: " + ", ".join(f"{k} {v:g}" for k, v in entry["tolerance"].items()))
+    for entry in entries:
+        if entry.get("accuracy_change") is not None:
+            acc = entry["accuracy"]
+            console.print(f"int8 ({entry['method']}) accuracy on {acc['data']}: torch fp32 "
+                          f"{100 * acc['torch_fp32']:.2f} %, int8 {100 * acc['onnx_int8']:.2f} % "
+                          f"(change {100 * entry['accuracy_change']:+.2f} points)")
+
+
+# --------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    models: List[str] = typer.Argument(..., help="Model folders, zoo names or presets (a preset gets random weights)."),
+    engines: List[str] = typer.Option(["torch", "onnx"], "--engine", "-e", help="torch | onnx (repeat the option)."),
+    precisions: List[str] = typer.Option(["fp32"], "--precision", "-p", help="fp32 | bf16 | fp16 | int8 (repeat)."),
+    batches: List[int] = typer.Option([1], "--batch", "-b", help="Batch size (repeat the option)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads per engine (default: all usable cores)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
+    repeat: int = typer.Option(50, "--repeat", "-n", help="Timed runs per row."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Test set folder: score each engine and precision on it."),
+    limit: int = typer.Option(512, "--limit", help="Test samples scored at most."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 exports become static QDQ."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Plot (PNG) of latency, throughput or accuracy."),
+):
+    """Latency (p50/p90/p99), throughput, peak memory, GFLOP/s and accuracy per engine, precision and batch."""
+    import sys
+
+    from radiofm.benchmarks.bench import BenchError, BenchSettings, command_line, run_bench, write_results
+    from radiofm.benchmarks.report import markdown
+
+    settings = BenchSettings(
+        models=models, engines=engines, precisions=precisions, batches=batches, device=device, threads=threads,
+        warmup=warmup, repeat=repeat, data=str(data) if data else None, limit=limit,
+        calib=str(calib) if calib else None, work=str(work) if work else None,
+    )
+    log = lambda msg: err_console.print(msg, highlight=False)  # noqa: E731
+    try:
+        doc = run_bench(settings, command_line(sys.argv[1:]), log)
+    except (BenchError, RuntimeError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if md_out is None and json_out is not None:
+        md_out = json_out.with_suffix(".md")
+    write_results(doc, json_out, md_out, plot_out)
+    console.print(markdown(doc), highlight=False, soft_wrap=True)
+    for path in (json_out, md_out, plot_out):
+        if path:
+            console.print(f"wrote {path}")
+    if doc["failures"]:
+        fail(f"{len(doc['failures'])} measurement(s) failed; see 'failures' in the output")
+
+
 def main() -> None:
     app()
 

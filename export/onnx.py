@@ -1,0 +1,392 @@
+"""ONNX export of radiofm models, validated against torch before it is handed over.
+
+Every file goes through the same steps, after Hugging Face Optimum's exporter: export (or convert),
+set the metadata, run the validation set through ONNX Runtime at batch sizes 1, 2, 7 and 16, compare
+with the torch model under a stated tolerance, and only then move the file to its final name. A file
+that misses its tolerance is kept as ``model.<precision>.rejected.onnx`` for inspection, recorded in
+``onnx.json`` with ``"passed": false``, and never placed under the name the SDK loads.
+
+Precisions:
+- fp32: the traced graph, simplified with onnxslim; must match torch to 1e-4.
+- fp16: weights and activations in half precision, with LayerNormalization, Softmax and Pow kept in
+  fp32 (their reductions and squares are what overflow 65504); inputs and outputs stay fp32.
+- int8: ONNX Runtime quantisation of MatMul/Gemm/Conv, dynamic (weights only, no data needed) or
+  static QDQ calibrated on a dataset (symmetric int8, the form TensorRT consumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+import torch
+
+from radiofm.checkpoint import WEIGHTS_FILE, load_config, load_model, resolve_model_dir
+from radiofm.config import ModelConfig
+
+from .metadata import (
+    INPUT_NAME,
+    KEY_CONFIG,
+    KEY_PRECISION,
+    KEY_SOURCE,
+    KEY_VERSION,
+    ONNX_FILES,
+    OUTPUT_NAMES,
+    PRECISIONS,
+    update_report,
+    utc_now,
+)
+from .samples import Samples, calibration_set, validation_set
+
+DEFAULT_OPSET = 17  # the first opset with a single LayerNormalization op
+BATCH_SIZES = (1, 2, 7, 16)
+FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
+QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an export must reach at every batch size; None = not checked for this precision.
+
+    ``max_abs_diff`` bounds |onnx - torch| over all outputs; ``agreement`` is the fraction of samples
+    (classifier) or pixels (segmenter) whose arg-max class matches torch's; ``cosine`` the smallest
+    cosine similarity between a sample's torch and ONNX outputs, checked where there are no classes
+    to agree on (the encoder).
+    """
+
+    max_abs_diff: float | None = None
+    agreement: float | None = None
+    cosine: float | None = None
+
+    def failures(self, parity: dict[str, Any]) -> list[str]:
+        out = []
+        if self.max_abs_diff is not None and not parity["max_abs_diff"] <= self.max_abs_diff:
+            out.append(f"max_abs_diff {parity['max_abs_diff']:.3g} > {self.max_abs_diff:g}")
+        if self.agreement is not None and parity["agreement"] is not None and not parity["agreement"] >= self.agreement:
+            out.append(f"agreement {parity['agreement']:.4f} < {self.agreement:g}")
+        if self.cosine is not None and parity["agreement"] is None and not parity["cosine"] >= self.cosine:
+            out.append(f"cosine {parity['cosine']:.5f} < {self.cosine:g}")
+        return out
+
+
+TOLERANCES = {
+    "fp32": Tolerance(max_abs_diff=1e-4, agreement=1.0),
+    "fp16": Tolerance(agreement=0.995, cosine=0.999),
+    "int8": Tolerance(agreement=0.99, cosine=0.99),
+}
+
+
+class ExportError(RuntimeError):
+    """An export that could not be produced or did not pass its validation."""
+
+
+@dataclass
+class ExportResult:
+    precision: str
+    path: Path  # the placed file, or the rejected copy when validation failed
+    entry: dict[str, Any] = field(repr=False)  # what was written to onnx.json
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.entry["passed"])
+
+
+# --------------------------------------------------------------------------- export and convert
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_graph(model: torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace ``model`` (eval mode) into one self-contained ONNX file with a dynamic batch axis, simplified.
+
+    The TorchScript exporter is used: it needs no extra package, writes one file, keeps
+    LayerNormalization whole from opset 17, and gave the faster int8 graphs on CPU.
+    """
+    cfg: ModelConfig = model.cfg
+    if cfg.task not in OUTPUT_NAMES:
+        raise ExportError(f"a {cfg.task!r} model has no deployable head; export a classify, segment or encode model")
+    if opset < DEFAULT_OPSET:
+        raise ExportError(f"opset {opset} splits LayerNormalization into elementwise ops; use opset {DEFAULT_OPSET} or newer")
+    outputs = OUTPUT_NAMES[cfg.task]
+    example = torch.zeros(2, cfg.in_chans, *cfg.img_size)
+    with warnings.catch_warnings():
+        # Tracing warns about the input checks (they hold for every traced batch) and about the
+        # exporter's deprecation; neither concerns the graph written here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
+            opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    return simplify(onnx.load(str(path)))
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants and shape arithmetic with onnxslim; the validation that follows checks the result."""
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
+def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Half-precision weights and activations; FP32_OPS and the graph's inputs/outputs stay fp32."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    return convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
+    )
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray | None = None,
+                  batch_size: int = 8) -> str:
+    """int8 MatMul/Gemm/Conv with ONNX Runtime; returns the method used ("dynamic" or "static").
+
+    Without ``calib`` activations are quantised at run time (dynamic). With ``calib`` (N, C, H, W)
+    the activation ranges are calibrated on it (MinMax) and written as QuantizeLinear/DequantizeLinear
+    pairs (static QDQ), symmetric int8 with per-channel weights, which TensorRT builds from directly.
+    LayerNorm, Softmax and GELU stay in float: quantising them is where ViT accuracy goes.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        if calib is None:
+            quantize_dynamic(prepared, dst, op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8)
+            return "dynamic"
+        if len(calib) == 0:
+            raise ExportError("static int8 calibration needs at least one sample")
+        quantize_static(
+            prepared, dst, _BatchReader(calib, batch_size), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        return "static"
+
+
+class _BatchReader:
+    """onnxruntime's CalibrationDataReader protocol over an in-memory array."""
+
+    def __init__(self, images: np.ndarray, batch_size: int):
+        self._batches = iter([images[i:i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+
+
+def set_metadata(model: onnx.ModelProto, cfg: ModelConfig, source_sha256: str, precision: str) -> onnx.ModelProto:
+    onnx.helper.set_model_props(model, {
+        KEY_CONFIG: cfg.to_json(),
+        KEY_VERSION: _radiofm_version(),
+        KEY_SOURCE: source_sha256,
+        KEY_PRECISION: precision,
+    })
+    model.producer_name = "radiofm"
+    model.producer_version = _radiofm_version()
+    return model
+
+
+# --------------------------------------------------------------------------- validation
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_torch(model: torch.nn.Module, images: np.ndarray, batch_size: int = 16) -> list[np.ndarray]:
+    outs: list[list[np.ndarray]] = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            y = model(torch.from_numpy(images[i:i + batch_size]))
+            outs.append([t.numpy() for t in (y if isinstance(y, tuple) else (y,))])
+    return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+def run_onnx(session, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    outs = [session.run(None, {INPUT_NAME: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
+    return [np.concatenate(parts).astype(np.float32) for parts in zip(*outs)]
+
+
+def compare(task: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, Any]:
+    """max |diff| over all outputs, arg-max agreement (classes), smallest per-sample cosine (first output)."""
+    max_abs = max(float(np.abs(r - c).max()) for r, c in zip(reference, candidate))
+    ref, cand = reference[0], candidate[0]
+    agreement = None
+    if task in ("classify", "segment"):
+        agreement = float((ref.argmax(1) == cand.argmax(1)).mean())
+    a, b = ref.reshape(len(ref), -1).astype(np.float64), cand.reshape(len(cand), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {"max_abs_diff": max_abs, "agreement": agreement, "cosine": float(cos.min())}
+
+
+def accuracy(task: str, logits: np.ndarray, targets: np.ndarray) -> float:
+    """Top-1 accuracy (classifier) or pixel accuracy (segmenter)."""
+    return float((logits.argmax(1) == targets).mean())
+
+
+def validate(session, task: str, reference: Sequence[np.ndarray], images: np.ndarray,
+             batch_sizes: Iterable[int] = BATCH_SIZES) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
+    """Parity with torch's ``reference`` outputs at each batch size; the whole set runs at every size."""
+    parity, outputs = {}, None
+    for b in batch_sizes:
+        outputs = run_onnx(session, images, b)
+        parity[str(b)] = compare(task, reference, outputs)
+    return parity, outputs
+
+
+# --------------------------------------------------------------------------- the export command
+def export(
+    source: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    calib: str | os.PathLike | Samples | None = None,
+    task: str | None = None,
+    samples: int = 64,
+    validation: Samples | None = None,
+    atol: float | None = None,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    opset: int = DEFAULT_OPSET,
+    threads: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[ExportResult]:
+    """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
+    per file written: fp32 always (the other precisions derive from it), then the one asked for.
+
+    ``calib`` (a dataset folder, or prepared ``Samples``) makes int8 static QDQ and is where its
+    accuracy change is measured; without it int8 is dynamic and the change is measured on the
+    validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
+    unless ``validation`` gives one. ``atol`` replaces the max |diff| tolerance of ``precision``
+    (see ``TOLERANCES``). ``task`` exports another head of the same weights (``encode``
+    from a classifier); it then needs its own ``out``.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if calib is not None and precision != "int8":
+        raise ExportError("--calib calibrates int8 static quantisation; use it with --precision int8")
+    if calib is not None and not isinstance(calib, Samples) and not Path(calib).is_dir():
+        raise ExportError(f"calibration folder {calib} does not exist")
+    if samples < 1 or any(b < 1 for b in batch_sizes):
+        raise ExportError("samples and batch sizes must be positive")
+    folder = resolve_model_dir(source)
+    cfg = load_config(folder)
+    if task is not None and task != cfg.task and out is None:
+        raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
+    model = load_model(folder, task=task)
+    cfg = model.cfg
+    out = Path(out) if out is not None else folder
+    out.mkdir(parents=True, exist_ok=True)
+    source_sha = sha256_file(folder / WEIGHTS_FILE)
+
+    val = validation if validation is not None else validation_set(cfg, samples)
+    log(f"validation set: {len(val.images)} samples, {val.source}")
+    reference = run_torch(model, val.images)
+    tolerances = dict(TOLERANCES)
+    if atol is not None:
+        tolerances[precision] = replace(tolerances[precision], max_abs_diff=atol)
+    common = dict(cfg=cfg, source_sha=source_sha, val=val, reference=reference, out=out, tolerances=tolerances,
+                  batch_sizes=tuple(batch_sizes), opset=opset, threads=threads)
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        log(f"exporting {cfg.name} {cfg.task} (opset {opset})")
+        graph = export_graph(model, fp32, opset)
+        onnx.save(set_metadata(graph, cfg, source_sha, "fp32"), str(fp32))
+        results = [_finish(fp32, "fp32", **common)]
+        fp32 = results[0].path
+        if not results[0].passed:
+            return results  # nothing sound can be derived from a graph that does not match torch
+        if precision == "fp16":
+            log("converting to fp16 (LayerNorm, Softmax, Pow kept fp32)")
+            half = Path(tmp) / "fp16.onnx"
+            onnx.save(set_metadata(convert_fp16(onnx.load(str(fp32))), cfg, source_sha, "fp16"), str(half))
+            results.append(_finish(half, "fp16", **common))
+        elif precision == "int8":
+            calib_set = calib if isinstance(calib, Samples) or calib is None else calibration_set(calib, cfg)
+            log("quantising to int8 " + (f"(static QDQ, calibrated on {calib_set.source})" if calib_set else "(dynamic)"))
+            q = Path(tmp) / "int8.onnx"
+            method = quantize_int8(fp32, q, calib_set.images if calib_set else None)
+            onnx.save(set_metadata(onnx.load(str(q)), cfg, source_sha, "int8"), str(q))
+            results.append(_finish(q, "int8", **common, method=method, model=model, calib_set=calib_set))
+    return results
+
+
+def _finish(path: Path, precision: str, *, cfg: ModelConfig, source_sha: str, val: Samples, reference,
+            out: Path, tolerances: dict[str, Tolerance], batch_sizes, opset: int, threads: int | None, method: str | None = None,
+            model=None, calib_set: Samples | None = None) -> ExportResult:
+    """Validate a candidate file, record it in onnx.json and move it to its final (or rejected) name."""
+    tolerance = tolerances[precision]
+    session = onnx_session(path, threads)
+    parity, outputs = validate(session, cfg.task, reference, val.images, batch_sizes)
+    failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
+    entry: dict[str, Any] = {
+        "file": ONNX_FILES[precision],
+        "precision": precision,
+        "opset": opset,
+        "inputs": [i.name for i in session.get_inputs()],
+        "outputs": [o.name for o in session.get_outputs()],
+        "batch": "dynamic",
+        "validation": {"samples": len(val.images), "source": val.source},
+        "parity": parity,
+        "tolerance": {k: v for k, v in asdict(tolerance).items() if v is not None},
+        "passed": not failures,
+        "failures": failures,
+        "source_sha256": source_sha,
+        "radiofm_version": _radiofm_version(),
+        "created": utc_now(),
+    }
+    if precision == "int8":
+        entry["method"] = method
+        entry.update(_accuracy_change(session, model, cfg, val, outputs, reference, calib_set))
+    if failures:
+        entry["file"] = ONNX_FILES[precision].replace(".onnx", ".rejected.onnx")
+    final = out / entry["file"]
+    del session  # release the file before it is moved
+    os.replace(path, final)
+    update_report(out, precision, entry)
+    return ExportResult(precision, final, entry)
+
+
+def _accuracy_change(session, model, cfg: ModelConfig, val: Samples, outputs, reference,
+                     calib_set: Samples | None) -> dict[str, Any]:
+    """int8 accuracy minus torch fp32 accuracy, on the calibration data when given (it has labels),
+    else on the validation set; None when the data has no labels."""
+    if cfg.task == "encode":
+        return {"accuracy_change": None, "accuracy": None}
+    data = calib_set if calib_set is not None and calib_set.targets is not None else val
+    if data.targets is None:
+        return {"accuracy_change": None, "accuracy": None}
+    if data is val:
+        torch_logits, onnx_logits = reference[0], outputs[0]
+    else:
+        torch_logits = run_torch(model, data.images)[0]
+        onnx_logits = run_onnx(session, data.images, 16)[0]
+    acc_torch = accuracy(cfg.task, torch_logits, data.targets)
+    acc_onnx = accuracy(cfg.task, onnx_logits, data.targets)
+    return {
+        "accuracy_change": acc_onnx - acc_torch,
+        "accuracy": {"torch_fp32": acc_torch, "onnx_int8": acc_onnx, "samples": len(data.images),
+                     "data": data.source},
+    }
+
+
+def _radiofm_version() -> str:
+    from radiofm import __version__
+
+    return __version__

@@ -1,0 +1,339 @@
+"""TensorRT engines from the exported ONNX files, with the TensorRT Python API.
+
+An engine only runs with the TensorRT version and the GPU model it was built for, so every
+``model.<precision>.plan`` gets a sidecar ``model.<precision>.plan.json`` recording both (plus the
+batch profile and precision); :func:`check_engine_compatible` compares it with the machine before a
+load is tried, and says how to rebuild. Builds reuse a timing cache per GPU and TensorRT version.
+
+TensorRT is imported only inside the functions that need it; everything else here (profile
+parsing, sidecars, compatibility checks) works without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .metadata import INPUT_NAME, ONNX_FILES, OUTPUT_NAMES, read_onnx_metadata, utc_now
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+INSTALL_HINT = 'pip install "radiofm[gpu]"'
+# Layers whose reductions or squares overflow fp16; fp16 engines keep them in fp32.
+FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT or a CUDA GPU is missing on this machine."""
+
+
+class EngineMismatch(RuntimeError):
+    """An engine was built for another TensorRT version or GPU."""
+
+
+# --------------------------------------------------------------------------- batch profile
+@dataclass(frozen=True)
+class BatchProfile:
+    min: int
+    opt: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def parse_batch_profile(text: str) -> BatchProfile:
+    """``"1:8:64"`` -> BatchProfile(1, 8, 64); a single number ``"8"`` means a fixed batch."""
+    parts = str(text).split(":")
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3:
+        raise ValueError(f"batch profile {text!r} must be MIN:OPT:MAX, e.g. 1:8:64")
+    try:
+        lo, opt, hi = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"batch profile {text!r} must hold three integers MIN:OPT:MAX, e.g. 1:8:64") from None
+    if not 1 <= lo <= opt <= hi:
+        raise ValueError(f"batch profile {text!r} must satisfy 1 <= MIN <= OPT <= MAX")
+    return BatchProfile(lo, opt, hi)
+
+
+# --------------------------------------------------------------------------- the machine
+def cuda_devices() -> list[dict[str, Any]]:
+    """Name and compute capability of each CUDA GPU, read from the driver (libcuda); [] without one."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return []
+    if cuda.cuInit(0) != 0:
+        return []
+    count = ctypes.c_int()
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    devices = []
+    for i in range(count.value):
+        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        name = ctypes.create_string_buffer(256)
+        cuda.cuDeviceGet(ctypes.byref(dev), i)
+        cuda.cuDeviceGetName(name, len(name), dev)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._MINOR
+        devices.append({"gpu_name": name.value.decode(), "compute_capability": f"{major.value}.{minor.value}"})
+    return devices
+
+
+def require_tensorrt():
+    """The ``tensorrt`` module, or TensorRTUnavailable with one line saying what is missing and how to get it."""
+    missing = []
+    try:
+        import tensorrt as trt
+    except ImportError:
+        trt = None
+        missing.append(f"TensorRT ({INSTALL_HINT})")
+    if not cuda_devices():
+        missing.append("a CUDA GPU with its NVIDIA driver (engines are built on the GPU that runs them)")
+    if missing:
+        raise TensorRTUnavailable(f"cannot build a TensorRT engine here: missing {' and '.join(missing)}")
+    return trt
+
+
+def current_runtime() -> dict[str, str]:
+    """TensorRT version, GPU name and compute capability of this machine (device 0)."""
+    trt = require_tensorrt()
+    return {"tensorrt_version": trt.__version__, **cuda_devices()[0]}
+
+
+def check_engine_compatible(sidecar: dict[str, Any], runtime: dict[str, str] | None = None) -> None:
+    """Raise EngineMismatch when an engine's sidecar names another TensorRT version or GPU than
+    ``runtime`` (this machine by default); the message says how to rebuild."""
+    runtime = runtime if runtime is not None else current_runtime()
+    required = ("tensorrt_version", "gpu_name", "compute_capability")
+    absent = [k for k in required if k not in sidecar]
+    rebuild = sidecar.get("build_command") or "radiofm export MODEL --engine trt --precision PRECISION"
+    if absent:
+        raise EngineMismatch(f"engine metadata lacks {', '.join(absent)}; rebuild the engine here: {rebuild}")
+    differences = [
+        f"{label} {sidecar[key]} (this machine: {runtime[key]})"
+        for key, label in (("tensorrt_version", "TensorRT"), ("gpu_name", "GPU"), ("compute_capability", "compute capability"))
+        if str(sidecar[key]) != str(runtime[key])
+    ]
+    if differences:
+        raise EngineMismatch(
+            f"engine {sidecar.get('engine_file', '')} was built for {'; '.join(differences)}. TensorRT engines run "
+            f"only on the TensorRT version and GPU they were built with: rebuild it on this machine with `{rebuild}`"
+        )
+
+
+def sidecar_path(engine: str | os.PathLike) -> Path:
+    return Path(f"{engine}.json")
+
+
+def read_sidecar(engine: str | os.PathLike) -> dict[str, Any]:
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: an engine without its metadata cannot be checked; rebuild it")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- building
+class EngineBuilder:
+    """ONNX -> serialized TensorRT engine: parse, configure precision, profile and workspace, build.
+
+    ``timing_cache`` is read before and written after every build, so a later build of the same
+    layers on the same GPU and TensorRT version skips most of the tactic timing.
+    """
+
+    def __init__(self, workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None, verbose: bool = False):
+        self.trt = require_tensorrt()
+        trt = self.trt
+        self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+        self.builder = trt.Builder(self.logger)
+        if self.builder is None:
+            raise TensorRTUnavailable("TensorRT could not initialise CUDA on this machine; check the NVIDIA driver (nvidia-smi)")
+        self.workspace_gib = workspace_gib
+        self.timing_cache = Path(timing_cache) if timing_cache else default_timing_cache(self.trt.__version__)
+
+    def build(self, onnx_file: str | os.PathLike, precision: str, profile: BatchProfile) -> bytes:
+        trt = self.trt
+        if precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"engine precision must be one of {ENGINE_PRECISIONS}, got {precision!r}")
+        network = self.builder.create_network(0)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_file)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT could not parse {onnx_file}: {errors}")
+
+        config = self.builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.workspace_gib * (1 << 30)))
+        self._set_precision(network, config, precision)
+        shape = network.get_input(0).shape  # (-1, C, H, W)
+        opt_profile = self.builder.create_optimization_profile()
+        opt_profile.set_shape(INPUT_NAME, *[(b, *shape[1:]) for b in (profile.min, profile.opt, profile.max)])
+        config.add_optimization_profile(opt_profile)
+
+        cache = config.create_timing_cache(self.timing_cache.read_bytes() if self.timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        serialized = self.builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT failed to build an engine from {onnx_file}; rerun with verbose=True for its log")
+        self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        from radiofm.checkpoint import atomic_path
+
+        with atomic_path(self.timing_cache) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        return bytes(serialized)
+
+    def _set_precision(self, network, config, precision: str) -> None:
+        trt = self.trt
+        if precision == "fp32":
+            # TF32 matmuls (on by default on Ampere and newer) would miss the fp32 tolerance of 1e-4.
+            config.clear_flag(trt.BuilderFlag.TF32)
+            return
+        # int8 comes from a QDQ graph (explicit quantisation); its unquantised layers run in fp16.
+        config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        fp32_types = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES if hasattr(trt.LayerType, name)}
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type in fp32_types or (layer.type == trt.LayerType.ELEMENTWISE
+                                            and layer.op == trt.ElementWiseOperation.POW):
+                layer.precision = trt.float32
+                for j in range(layer.num_outputs):
+                    layer.set_output_type(j, trt.float32)
+
+
+def default_timing_cache(tensorrt_version: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radiofm" / "tensorrt"
+    gpu = cuda_devices()[0]
+    name = f"{gpu['gpu_name']}-sm{gpu['compute_capability']}-trt{tensorrt_version}".replace(" ", "_")
+    return base / f"{name}.timing-cache"
+
+
+def engine_sidecar(precision: str, profile: BatchProfile, onnx_file: str, runtime: dict[str, str],
+                   inputs: list[str], outputs: list[str], engine_file: str, build_command: str) -> dict[str, Any]:
+    return {
+        "engine_file": engine_file,
+        "precision": precision,
+        "onnx_file": onnx_file,
+        "inputs": inputs,
+        "outputs": outputs,
+        "profile": asdict(profile),
+        **runtime,
+        "build_command": build_command,
+        "created": utc_now(),
+    }
+
+
+def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchProfile, out: str | os.PathLike,
+                 workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None,
+                 build_command: str = "") -> Path:
+    """Build ``model.<precision>.plan`` in ``out`` from ``onnx_file`` and write its sidecar; returns the plan path."""
+    from radiofm.checkpoint import atomic_path, write_json_atomic
+
+    builder = EngineBuilder(workspace_gib, timing_cache)
+    plan = builder.build(onnx_file, precision, profile)
+    engine = Path(out) / f"model.{precision}.plan"
+    with atomic_path(engine) as tmp:
+        tmp.write_bytes(plan)
+    task = read_onnx_metadata(onnx_file)["config"]["task"]
+    write_json_atomic(sidecar_path(engine), engine_sidecar(
+        precision, profile, Path(onnx_file).name, current_runtime(), [INPUT_NAME], OUTPUT_NAMES[task],
+        engine.name, build_command or f"radiofm export MODEL --engine trt --precision {precision} --batch {profile}",
+    ))
+    return engine
+
+
+def load_engine(engine: str | os.PathLike):
+    """Deserialize an engine after checking its sidecar against this machine."""
+    check_engine_compatible(read_sidecar(engine))
+    trt = require_tensorrt()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    loaded = runtime.deserialize_cuda_engine(Path(engine).read_bytes())
+    if loaded is None:
+        raise EngineMismatch(f"TensorRT could not deserialize {engine} (corrupted file or built elsewhere); rebuild it here")
+    return loaded
+
+
+def run_engine(engine, images):
+    """Run a deserialized engine on a CPU float32 array (N, C, H, W); returns numpy outputs in engine order.
+    Uses torch CUDA tensors for device memory, so it needs a CUDA build of torch."""
+    import numpy as np
+    import torch
+
+    trt = require_tensorrt()
+    context = engine.create_execution_context()
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+    context.set_input_shape(INPUT_NAME, tuple(x.shape))
+    context.set_tensor_address(INPUT_NAME, x.data_ptr())
+    outputs = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+            y = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+            context.set_tensor_address(name, y.data_ptr())
+            outputs.append(y)
+    stream = torch.cuda.current_stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise RuntimeError("TensorRT execution failed")
+    stream.synchronize()
+    return [y.cpu().numpy() for y in outputs]
+
+
+# --------------------------------------------------------------------------- the export command
+def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
+                  calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
+                  timing_cache: str | os.PathLike | None = None, samples: int = 64, build_command: str = "",
+                  log=lambda _: None):
+    """ONNX export (validated) -> TensorRT engine -> parity with torch, recorded in the sidecar.
+
+    The ONNX files are written first even where TensorRT or a GPU is missing, so they can be built
+    elsewhere; TensorRTUnavailable is raised right after. int8 engines come from a static QDQ export,
+    so they need ``calib``. Returns (onnx results, engine path or None when the ONNX export failed).
+    """
+    import numpy as np
+
+    from radiofm.checkpoint import load_model, resolve_model_dir, write_json_atomic
+
+    from . import onnx as onnx_export
+    from .samples import validation_set
+
+    if precision not in ENGINE_PRECISIONS:
+        raise ValueError(f"engine precision must be one of {ENGINE_PRECISIONS}, got {precision!r}")
+    if precision == "int8" and calib is None:
+        raise ValueError("an int8 TensorRT engine is built from a calibrated QDQ model: pass --calib DIR")
+    try:
+        require_tensorrt()
+        missing = None
+    except TensorRTUnavailable as e:
+        missing = e
+    onnx_precision = "int8" if precision == "int8" else "fp32"
+    results = onnx_export.export(source, out, onnx_precision, calib=calib, samples=samples, log=log)
+    if missing is not None:
+        raise missing
+    if not all(r.passed for r in results):
+        return results, None
+    onnx_file = results[-1].path
+    log(f"building TensorRT {precision} engine, batch {profile}")
+    engine = build_engine(onnx_file, precision, profile, onnx_file.parent, workspace_gib, timing_cache, build_command)
+
+    model = load_model(resolve_model_dir(source))
+    val = validation_set(model.cfg, samples)
+    reference = onnx_export.run_torch(model, val.images)
+    loaded = load_engine(engine)
+    parity = {}
+    for b in sorted({min(max(b, profile.min), profile.max) for b in onnx_export.BATCH_SIZES}):
+        chunks = [run_engine(loaded, val.images[i:i + b]) for i in range(0, len(val.images), b)]
+        outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+        parity[str(b)] = onnx_export.compare(model.cfg.task, reference, outputs)
+    tolerance = onnx_export.TOLERANCES["fp32" if precision == "fp32" else precision]
+    failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
+    sidecar = read_sidecar(engine)
+    sidecar.update(parity=parity, passed=not failures, failures=failures,
+                   validation={"samples": len(val.images), "source": val.source})
+    write_json_atomic(sidecar_path(engine), sidecar)
+    return results, engine
