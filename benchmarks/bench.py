@@ -1,0 +1,351 @@
+"""``radiofm bench``: latency, throughput, memory, work done and accuracy per engine and precision.
+
+For every model, engine, precision and batch size a child process (``run_one``) opens the engine,
+warms it up and times ``Engine.run``; this module prepares what the children need (a random-weight
+model for a preset name, ONNX files through ``radiofm.export``, the prepared test set), collects
+their records, adds the work counted (FLOPs, GFLOP/s, fraction of the machine's peak) and label
+agreement with fp32, and returns one JSON-ready document. ``report`` turns it into a table and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from radiofm.checkpoint import load_config, resolve_model_dir
+from radiofm.config import PRESET_NAMES, ModelConfig, preset
+from radiofm.engines import ONNX_FILES
+
+from .machine import cpu_peak, describe_machine, gpu_peak, load_average
+
+FORMAT = "radiofm-bench/1"
+ENGINE_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "fp16", "int8")}
+PRESET_CLASSES = 10  # head width of the random-weight classifier built for a preset name
+
+
+class BenchError(RuntimeError):
+    """A benchmark that cannot be set up as asked (unknown model, unusable data, bad options)."""
+
+
+@dataclass
+class BenchSettings:
+    models: list[str]
+    engines: list[str] = field(default_factory=lambda: ["torch", "onnx"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    batches: list[int] = field(default_factory=lambda: [1])
+    device: str = "cpu"
+    threads: int | None = None  # None: every core this process may run on
+    warmup: int = 10
+    repeat: int = 50
+    data: str | None = None  # test set folder: accuracy and agreement with fp32 per engine and precision
+    limit: int = 512  # test samples scored at most
+    calib: str | None = None  # dataset folder: int8 exports become static QDQ calibrated on it
+    work: str | None = None  # keeps built models and exports for the next run; a temporary folder if None
+    timeout_s: float = 1800.0  # per child process
+
+    def check(self) -> None:
+        unknown = sorted(set(self.engines) - set(ENGINE_PRECISIONS))
+        if unknown:
+            raise BenchError(f"unknown engine(s) {', '.join(unknown)}; bench runs {', '.join(ENGINE_PRECISIONS)}")
+        known = {p for ps in ENGINE_PRECISIONS.values() for p in ps}
+        if set(self.precisions) - known:
+            raise BenchError(f"unknown precision(s) {', '.join(sorted(set(self.precisions) - known))}; "
+                             f"choose from {', '.join(sorted(known))}")
+        if not self.models or not self.engines or not self.precisions or not self.batches:
+            raise BenchError("give at least one model, engine, precision and batch size")
+        if min(self.batches) < 1 or self.warmup < 0 or self.repeat < 1:
+            raise BenchError("batch sizes and --repeat must be at least 1, --warmup at least 0")
+        if self.device not in ("cpu", "cuda"):
+            raise BenchError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            raise BenchError("--threads must be at least 1")
+
+
+@dataclass
+class Subject:
+    """One model under test and the files its children open."""
+
+    name: str  # as the user gave it
+    folder: Path
+    cfg: ModelConfig
+    weights: str  # "random" (a preset) or "trained"
+    onnx: dict[str, Path] = field(default_factory=dict)
+    export_passed: dict[str, bool | None] = field(default_factory=dict)
+    data_file: Path | None = None
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- preparing the models
+def prepare_subject(name: str, work: Path, log: Callable[[str], None]) -> Subject:
+    """A model folder, zoo name or preset. A preset becomes a random-weight classifier: its latency is a
+    trained model's, its predictions mean nothing."""
+    if name in PRESET_NAMES and not Path(name).exists():
+        folder = work / name
+        if not (folder / "config.json").is_file():
+            from radiofm.checkpoint import save_model
+            from radiofm.model import build_model
+
+            log(f"{name}: building a random-weight classifier in {folder}")
+            cfg = preset(name, task="classify", num_classes=PRESET_CLASSES)
+            save_model(build_model(cfg), folder, cfg)
+        return Subject(name, folder, load_config(folder), "random")
+    try:
+        folder = resolve_model_dir(name)
+    except FileNotFoundError as e:
+        raise BenchError(f"{e}; or give a preset: {', '.join(PRESET_NAMES)}") from None
+    return Subject(name, folder, load_config(folder), "trained")
+
+
+def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
+               log: Callable[[str], None]) -> None:
+    """Find or make the ONNX file per precision: the model folder's own export if it has one, else an
+    export into the work folder through ``radiofm.export`` (the folder the user gave is left alone).
+
+    An export that misses its parity tolerance is still timed (its speed is real), and the record
+    says ``export_passed: false``; with random weights (a preset) int8 parity on noise often fails.
+    """
+    from radiofm.export.onnx import export
+
+    out = work / f"{subject.folder.name}-onnx"
+    for precision in precisions:
+        own = subject.folder / ONNX_FILES[precision]
+        if own.is_file() and not (precision == "int8" and calib):
+            subject.onnx[precision] = own
+            subject.export_passed[precision] = _export_passed(subject.folder, precision)
+            continue
+        placed, rejected = out / ONNX_FILES[precision], out / ONNX_FILES[precision].replace(".onnx", ".rejected.onnx")
+        if not placed.is_file() and not rejected.is_file():
+            log(f"{subject.name}: exporting ONNX {precision} into {out}")
+            export(subject.folder, out, precision=precision, calib=calib if precision == "int8" else None,
+                   samples=16, batch_sizes=(1, 4), log=lambda m: log(f"  {m}"))
+        subject.onnx[precision] = placed if placed.is_file() else rejected
+        subject.export_passed[precision] = placed.is_file()
+
+
+def _export_passed(folder: Path, precision: str) -> bool | None:
+    report = folder / "onnx.json"
+    if not report.is_file():
+        return None
+    return json.loads(report.read_text()).get(precision, {}).get("passed")
+
+
+# --------------------------------------------------------------------------- the test set
+def prepare_test_set(subject: Subject, data: str, limit: int, work: Path) -> Path:
+    """The first ``limit`` samples of ``data`` as model input, with targets in the model's class order,
+    saved once so every child scores the same arrays."""
+    from radiofm import signal
+    from radiofm.training.datasets import open_dataset
+
+    cfg = subject.cfg
+    if cfg.task not in ("classify", "segment"):
+        raise BenchError(f"--data scores classifiers and segmenters; {subject.name} is a {cfg.task!r} model")
+    try:
+        dataset = open_dataset(data)
+    except (FileNotFoundError, ValueError) as e:
+        raise BenchError(str(e)) from None
+    if dataset.task != cfg.task:
+        raise BenchError(f"{data} is a {dataset.task!r} dataset, {subject.name} a {cfg.task!r} model")
+    remap = _class_map(dataset.classes, cfg.class_names, data, subject.name)
+    n = min(limit, len(dataset))
+    if n == 0:
+        raise BenchError(f"{data} holds no samples")
+    pairs = [dataset[i] for i in range(n)]
+    images = signal.prepare(np.stack([x for x, _ in pairs]), cfg.preprocess, cfg.img_size)
+    targets = remap[np.stack([np.asarray(t) for _, t in pairs])]
+    if cfg.task == "segment":
+        targets = signal.resize_labels(targets, cfg.img_size)
+    path = work / f"{subject.folder.name}-test-{n}.npz"
+    np.savez(path, images=images.astype(np.float32), targets=targets)
+    return path
+
+
+def _class_map(data_classes: list[str], model_classes: list[str], data: str, model: str) -> np.ndarray:
+    """Index map from the dataset's class order to the model's, matched by name."""
+    if not data_classes:
+        return np.arange(len(model_classes))
+    missing = [c for c in data_classes if c not in model_classes]
+    if missing:
+        raise BenchError(f"classes {missing} of {data} are not among {model}'s classes {model_classes}: "
+                         f"score a model trained on this kind of data")
+    return np.array([model_classes.index(c) for c in data_classes])
+
+
+# --------------------------------------------------------------------------- running the children
+def run_child(spec: dict[str, Any], scratch: Path, threads: int, timeout_s: float) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; returns its record or raises BenchError with its stderr."""
+    name = f"{spec['model_key']}-{spec['engine']}-{spec['precision']}-b{spec['batch']}"
+    spec_file = scratch / f"{name}.spec.json"
+    spec["result_file"] = str(scratch / f"{name}.result.json")
+    spec_file.write_text(json.dumps(spec))
+    # Fixed thread pools: OpenMP (torch, oneDNN) and MKL read these at start-up, before any API call.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "radiofm.benchmarks.run_one", str(spec_file)], env=env,
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{name} did not finish within {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        raise BenchError(f"{name} failed (exit {done.returncode}):\n{tail}")
+    return json.loads(Path(spec["result_file"]).read_text())
+
+
+def plan(settings: BenchSettings) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """(engine, precision) pairs to run, and the ones skipped with the reason."""
+    pairs, skipped = [], []
+    for engine in settings.engines:
+        for precision in settings.precisions:
+            if precision not in ENGINE_PRECISIONS[engine]:
+                skipped.append({"engine": engine, "precision": precision,
+                                "reason": f"the {engine} engine has no {precision} "
+                                          f"(it runs {', '.join(ENGINE_PRECISIONS[engine])})"})
+            elif engine == "torch" and precision == "fp16" and settings.device != "cuda":
+                skipped.append({"engine": engine, "precision": precision,
+                                "reason": "torch fp16 needs a CUDA device; bf16 is the CPU's half precision"})
+            else:
+                pairs.append((engine, precision))
+    return pairs, skipped
+
+
+def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole benchmark and return the document ``write_results`` saves."""
+    from radiofm.model import encoder_param_count, flops_per_forward
+
+    settings.check()
+    threads = settings.threads or default_threads()
+    pairs, skipped = plan(settings)
+    if not pairs:
+        raise BenchError("nothing to run: " + "; ".join(s["reason"] for s in skipped))
+    machine = describe_machine()
+    if settings.device == "cuda" and machine["gpu"] is None:
+        raise BenchError("--device cuda asked for, but torch sees no CUDA GPU here")
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "settings": {**asdict(settings), "threads": threads},
+        "machine": {**machine, "load_average_before": load_average()},
+        "models": [],
+        "results": [],
+        "skipped": skipped,
+        "failures": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="radiofm-bench-") as tmp:
+        work = Path(settings.work) if settings.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tmp) / "runs"
+        scratch.mkdir()
+        for name in settings.models:
+            subject = prepare_subject(name, work, log)
+            onnx_precisions = sorted({p for e, p in pairs if e == "onnx"})
+            if onnx_precisions:
+                onnx_files(subject, onnx_precisions, work, settings.calib, log)
+            if settings.data:
+                if subject.weights == "random":
+                    raise BenchError(f"{name} is a preset with random weights: scoring it on {settings.data} "
+                                     f"means nothing; give a trained model folder or zoo name")
+                subject.data_file = prepare_test_set(subject, settings.data, settings.limit, work)
+            flops = flops_per_forward(subject.cfg)
+            doc["models"].append({
+                "name": name, "config": subject.cfg.name, "task": subject.cfg.task, "weights": subject.weights,
+                "folder": str(subject.folder), "encoder_params": encoder_param_count(subject.cfg),
+                "flops_per_forward": flops, "onnx_files": {p: str(f) for p, f in subject.onnx.items()},
+            })
+            records = []
+            for engine, precision in pairs:
+                for i, batch in enumerate(sorted(set(settings.batches))):
+                    log(f"{name}: {engine} {precision} batch {batch}")
+                    spec = {
+                        "model_key": subject.folder.name, "model_dir": str(subject.folder),
+                        "onnx_file": str(subject.onnx.get(precision, "")), "engine": engine,
+                        "precision": precision, "batch": batch, "device": settings.device, "threads": threads,
+                        "warmup": settings.warmup, "repeat": settings.repeat,
+                        # Predictions do not depend on the batch size: score once per engine and precision.
+                        "data_file": str(subject.data_file) if subject.data_file and i == 0 else None,
+                    }
+                    try:
+                        record = run_child(spec, scratch, threads, settings.timeout_s)
+                    except BenchError as e:
+                        log(f"  failed: {e}")
+                        doc["failures"].append({"model": name, "engine": engine, "precision": precision,
+                                                "batch": batch, "error": str(e)})
+                        continue
+                    record = {"model": name, **record, **work_done(record, flops, precision, machine, settings.device)}
+                    if engine == "onnx":
+                        record["export_passed"] = subject.export_passed.get(precision)
+                    log(f"  p50 {record['p50_ms']:.2f} ms, {record['throughput']:.1f} samples/s")
+                    records.append(record)
+            add_agreement(records)
+            doc["results"].extend(records)
+    doc["machine"]["load_average_after"] = load_average()
+    return doc
+
+
+def work_done(record: dict[str, Any], flops: int, precision: str, machine: dict[str, Any], device: str) -> dict[str, Any]:
+    """GFLOP/s at the median latency and its fraction of the device's nominal peak for this precision."""
+    achieved = flops * record["batch"] / (record["p50_ms"] / 1e3) / 1e9
+    peak = gpu_peak(machine["gpu"]) if device == "cuda" else cpu_peak(machine["cpu"], precision)
+    return {
+        "gflop_per_forward": round(flops / 1e9, 4),
+        "gflops": round(achieved, 2),
+        "peak_gflops": round(peak["peak_gflops"], 1) if peak["peak_gflops"] else None,
+        "fraction_of_peak": round(achieved / peak["peak_gflops"], 4) if peak["peak_gflops"] else None,
+        "peak_unit": peak["peak_unit"],
+        "peak_formula": peak["peak_formula"],
+    }
+
+
+def add_agreement(records: list[dict[str, Any]]) -> None:
+    """Label agreement of each scored record with the fp32 reference (torch's if it ran, else ONNX's).
+
+    Every engine and precision predicted the same prepared samples, so agreement is the fraction of
+    samples (or pixels) whose arg-max class equals the reference's. The prediction files are read
+    and dropped here: the document keeps the figures only.
+    """
+    scored = [r for r in records if "predictions_file" in r]
+    predictions = {id(r): np.load(r.pop("predictions_file")) for r in scored}
+    reference = next((r for engine in ("torch", "onnx") for r in scored
+                      if r["engine"] == engine and r["precision"] == "fp32"), None)
+    for r in scored:
+        if reference is not None:
+            r["agreement_vs_fp32"] = float((predictions[id(r)] == predictions[id(reference)]).mean())
+            r["agreement_reference"] = f"{reference['engine']} fp32"
+    # Only the first batch size was scored (``eval_batch``): the others run the same weights, and
+    # scoring each again would multiply the benchmark's time for figures that barely move.
+    by_pair = {(r["engine"], r["precision"]): r for r in scored}
+    for r in records:
+        source = by_pair.get((r["engine"], r["precision"]))
+        if source is not None and r is not source:
+            for key in ("accuracy", "agreement_vs_fp32", "agreement_reference", "eval_samples", "eval_batch"):
+                if key in source:
+                    r[key] = source[key]
+
+
+def write_results(doc: dict[str, Any], json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
+    from radiofm.checkpoint import write_json_atomic, write_text_atomic
+
+    from .report import markdown, plot
+
+    if json_path:
+        write_json_atomic(json_path, doc)
+    if md_path:
+        write_text_atomic(md_path, markdown(doc))
+    if plot_path:
+        plot(doc, plot_path)
+
+
+def command_line(argv: list[str]) -> str:
+    return "radiofm " + " ".join(shlex.quote(a) for a in argv)

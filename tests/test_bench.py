@@ -1,0 +1,92 @@
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from radiofm.benchmarks.bench import BenchError, BenchSettings, add_agreement, plan
+from radiofm.benchmarks.machine import cpu_ops_per_cycle, cpu_peak
+from radiofm.cli import app
+
+ONNX_EXPORT = importlib.util.find_spec("radiofm.export.onnx") is not None
+
+
+def test_bench_cli_writes_json_table_and_plot(tmp_path):
+    engines = ["torch", "onnx"] if ONNX_EXPORT else ["torch"]
+    out = tmp_path / "bench.json"
+    args = ["bench", "vit-micro", "--precision", "fp32", "--batch", "1", "--batch", "2", "--warmup", "1",
+            "--repeat", "2", "--threads", "1", "--json", str(out), "--plot", str(tmp_path / "bench.png")]
+    for engine in engines:
+        args += ["--engine", engine]
+    result = CliRunner().invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+
+    doc = json.loads(out.read_text())
+    assert [(r["engine"], r["batch"]) for r in doc["results"]] == [(e, b) for e in engines for b in (1, 2)]
+    for r in doc["results"]:
+        assert r["model"] == "vit-micro" and r["precision"] == "fp32"
+        assert len(r["latencies_ms"]) == 2
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= max(r["latencies_ms"]) + 1e-6
+        assert r["throughput"] > 0 and r["peak_rss_mb"] > 0 and r["gflops"] > 0
+        assert 0 < r["fraction_of_peak"] < 1
+        assert r["threads"]["requested"] == 1
+    assert doc["settings"]["threads"] == 1
+    assert doc["models"][0]["weights"] == "random" and doc["models"][0]["flops_per_forward"] > 0
+    cpu = doc["machine"]["cpu"]
+    assert cpu["cores"] >= 1 and {"avx512f", "amx_bf16", "amx_int8"} <= set(cpu["flags"])
+    assert "torch" in doc["machine"]["libraries"]
+
+    table = (tmp_path / "bench.md").read_text()
+    assert table.count("| vit-micro |") == len(doc["results"]) and "p99 ms" in table
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unsupported_pairs_are_skipped_with_a_reason():
+    pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch", "onnx"], ["fp32", "bf16", "int8", "fp16"]))
+    assert pairs == [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "fp16")]
+    reasons = {(s["engine"], s["precision"]): s["reason"] for s in skipped}
+    assert set(reasons) == {("torch", "int8"), ("torch", "fp16"), ("onnx", "bf16")}
+    assert "CUDA" in reasons[("torch", "fp16")]
+
+
+@pytest.mark.parametrize("settings", [
+    BenchSettings(["vit-micro"], engines=["tensorflow"]),
+    BenchSettings(["vit-micro"], precisions=["int4"]),
+    BenchSettings(["vit-micro"], batches=[0]),
+])
+def test_bad_settings_are_refused(settings):
+    with pytest.raises(BenchError):
+        settings.check()
+
+
+def test_peak_follows_the_widest_unit():
+    flags = dict.fromkeys(["avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                           "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"], False)
+    avx2 = {"vendor": "AuthenticAMD", "family": "25", "cores": 2, "mhz": 2500.0, "mhz_source": "test",
+            "flags": {**flags, "avx2": True, "fma": True}}
+    amx = {**avx2, "vendor": "GenuineIntel", "family": "6",
+           "flags": {**flags, "avx2": True, "fma": True, "avx512f": True, "avx512_vnni": True, "amx_bf16": True,
+                     "amx_int8": True}}
+    assert cpu_ops_per_cycle(avx2, "fp32")[0] == 32 and cpu_ops_per_cycle(avx2, "bf16")[0] == 32
+    assert cpu_ops_per_cycle(avx2, "int8")[0] == 64
+    assert [cpu_ops_per_cycle(amx, p)[0] for p in ("fp32", "bf16", "int8")] == [64, 1024, 2048]
+    assert cpu_peak(avx2, "fp32")["peak_gflops"] == pytest.approx(2 * 2.5 * 32)
+
+
+def test_agreement_is_against_fp32_and_copied_to_other_batches(tmp_path):
+    def record(engine, precision, batch, preds=None):
+        r = {"engine": engine, "precision": precision, "batch": batch}
+        if preds is not None:
+            path = tmp_path / f"{engine}-{precision}.npy"
+            np.save(path, np.asarray(preds))
+            r.update(predictions_file=str(path), accuracy=0.5, eval_batch=batch)
+        return r
+
+    records = [record("onnx", "int8", 1, [0, 1, 1, 0]), record("torch", "fp32", 1, [0, 1, 2, 0]),
+               record("onnx", "int8", 8)]
+    add_agreement(records)
+    assert records[0]["agreement_vs_fp32"] == 0.75 and records[0]["agreement_reference"] == "torch fp32"
+    assert records[1]["agreement_vs_fp32"] == 1.0
+    assert records[2]["agreement_vs_fp32"] == 0.75 and records[2]["eval_batch"] == 1
+    assert all("predictions_file" not in r for r in records)
