@@ -1,0 +1,284 @@
+"""The training loop: DDP agreement, exact resume, linear probing, crash-safe checkpoints, evaluation.
+
+Everything runs a vit-micro (32x32, patch 8) on a few tiny datasets written in real on-disk layouts
+(float TIFF class folders, MATLAB LTE/NR frames), with one torch thread per process.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from radiofm.checkpoint import load_model, save_model
+from radiofm.cli import app
+from radiofm.config import preset
+from radiofm.model import build_model
+from radiofm.training.finetune import adapt_patch_embed, finetune
+from radiofm.training.loop import TrainConfig
+from radiofm.training.optim import lr_at, param_groups
+from radiofm.training.pretrain import pretrain
+from radiofm.training.state import STATE_FILE, load_state, save_state
+
+runner = CliRunner()
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _power(rng, bright_rows):
+    x = rng.exponential(1e-3, (32, 32)).astype(np.float32)
+    x[bright_rows] *= 1e3
+    return x
+
+
+@pytest.fixture(scope="module")
+def classify_dir(tmp_path_factory):
+    """Two classes of 32x32 power spectrograms: a bright band low or high in frequency."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("classify")
+    rng = np.random.default_rng(0)
+    for c, band in enumerate((slice(4, 10), slice(20, 26))):
+        (root / f"class{c}").mkdir()
+        for i in range(8):
+            Image.fromarray(_power(rng, band), mode="F").save(root / f"class{c}" / f"{i}.tif")
+    return root
+
+
+@pytest.fixture(scope="module")
+def segment_dir(tmp_path_factory):
+    """MATLAB LTE/NR layout: a band of NR (127) or LTE (255) pixels on noise."""
+    from scipy.io import savemat
+
+    root = tmp_path_factory.mktemp("segment")
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        lo = int(rng.integers(0, 20))
+        labels = np.zeros((32, 32), np.uint8)
+        labels[lo : lo + 8] = 127 if i % 2 else 255
+        x = _power(rng, slice(lo, lo + 8))
+        savemat(root / f"LTE_NR_spect_frame_{i}.mat", {"rxSpectrogram": x})
+        savemat(root / f"LTE_NR_labels_frame_{i}.mat", {"data": labels})
+    return root
+
+
+def _tc(out, **kw):
+    base = dict(out=out, epochs=2, batch_size=4, warmup_epochs=0.5, seed=3, threads=1, progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(run):
+    return load_file(str(run / "final" / "model.safetensors"))
+
+
+# --------------------------------------------------------------------------- optimizer and schedule
+def test_param_groups_skip_decay_on_norms_biases_and_tokens_and_decay_layers():
+    model = build_model(preset("vit-micro", task="classify", num_classes=2))
+    groups = param_groups(model, 0.05, layer_decay=0.5)
+    by_name = {n: g for g in groups for n in g["names"]}
+    for name in ("cls_token", "blocks.0.norm1.weight", "blocks.1.attn.qkv.bias", "head.bias"):
+        assert by_name[name]["weight_decay"] == 0.0
+    for name in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "head.weight"):
+        assert by_name[name]["weight_decay"] == 0.05
+    assert "pos_embed" not in by_name  # fixed sin-cos table, never trained
+    # depth 2: head at 1, block 1 at 0.5, block 0 at 0.25, patch embedding at 0.125
+    scales = [by_name[n]["lr_scale"] for n in ("head.weight", "blocks.1.mlp.fc1.weight", "blocks.0.mlp.fc1.weight",
+                                               "patch_embed.proj.weight")]
+    assert scales == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_lr_schedule_warms_up_linearly_then_follows_a_cosine():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0, 0.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, 1.0, 0.01) == pytest.approx(0.01)
+
+
+# --------------------------------------------------------------------------- resume and checkpoints
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(classify_dir, tmp_path):
+    # MAE pretraining: the masks and the data order are random, so only exact RNG bookkeeping passes.
+    whole = tmp_path / "whole"
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(whole), sample_every=0)
+    broken = tmp_path / "broken"
+    # 4 steps per epoch; the checkpoint at step 3 is mid-epoch, the "kill" at step 6 loses steps 4-6.
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(broken, ckpt_every=3, stop_after=6), sample_every=0)
+    assert not (broken / "final").exists()
+    steps_logged = [json.loads(line)["step"] for line in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps_logged) > 3
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(broken, ckpt_every=3), sample_every=0)
+    a, b = _weights(whole), _weights(broken)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(line)["step"] for line in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(logged)  # records of the lost steps were dropped on resume, not duplicated
+
+
+def test_finetune_with_drop_path_resumes_exactly(classify_dir, tmp_path):
+    kw = dict(task="classify", data=classify_dir, model="vit-micro", drop_path=0.2)
+    finetune(tc=_tc(tmp_path / "whole"), **kw)
+    finetune(tc=_tc(tmp_path / "broken", ckpt_every=2, stop_after=5), **kw)
+    finetune(tc=_tc(tmp_path / "broken", ckpt_every=2), **kw)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "broken")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_with_other_settings_is_refused(classify_dir, tmp_path):
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(tmp_path / "r", epochs=1), sample_every=0)
+    with pytest.raises(ValueError, match="resume it unchanged"):
+        pretrain(classify_dir, "vit-micro", 0.75, _tc(tmp_path / "r", epochs=1, batch_size=8), sample_every=0)
+
+
+_WRITER = """
+import sys, torch
+from radiofm.training.state import save_state
+model = torch.nn.Linear(1024, 1024)
+opt = torch.optim.AdamW(model.parameters())
+model(torch.ones(1, 1024)).sum().backward()
+opt.step()
+for i in range(1, 10**6):
+    with torch.no_grad():
+        model.weight.fill_(i)
+    save_state(sys.argv[1], model, opt, {"step": i})
+    print(i, flush=True)
+"""
+
+
+def test_a_crash_while_writing_leaves_the_last_checkpoint_whole(tmp_path):
+    # A process rewrites a 4 MB checkpoint in a loop and is killed (SIGKILL) at an arbitrary moment,
+    # most likely mid-write; what is on disk must still load, with the model and step of one save.
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "last")], stdout=subprocess.PIPE,
+                            env=ENV, text=True)
+    for _ in range(3):
+        proc.stdout.readline()
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    model = torch.nn.Linear(1024, 1024)
+    info = load_state(tmp_path / "last", model, torch.optim.AdamW(model.parameters()))
+    assert info["step"] >= 3
+    assert torch.all(model.weight == info["step"])
+    assert [p.name for p in (tmp_path / "last").iterdir() if not p.name.startswith(".")] == [STATE_FILE]
+
+
+def test_state_round_trip_restores_optimizer_moments(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    save_state(tmp_path, model, opt, {"step": 1})
+    model2 = torch.nn.Linear(4, 3)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=0.1)
+    assert load_state(tmp_path, model2, opt2) == {"step": 1}
+    for p, q in zip(opt.state.values(), opt2.state.values()):
+        assert all(torch.equal(p[k], q[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+# --------------------------------------------------------------------------- DDP
+def test_two_torchrun_processes_agree_with_one_process_on_the_same_global_batch(classify_dir, tmp_path):
+    common = ["train", "finetune", "--task", "classify", "--model", "vit-micro", "--data", str(classify_dir),
+              "--epochs", "2", "--drop-path", "0", "--seed", "5", "--threads", "1", "--no-progress"]
+    one = subprocess.run([sys.executable, "-m", "radiofm.cli", *common, "--batch", "8", "--out", str(tmp_path / "one")],
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          str(29500 + os.getpid() % 1000), "-m", "radiofm.cli", *common, "--batch", "4",
+                          "--out", str(tmp_path / "two")], env=ENV, capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    init = build_model(preset("vit-micro", task="classify", num_classes=2)).state_dict()
+    assert not torch.allclose(a["head.weight"], init["head.weight"])  # it trained
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    plan = json.loads((tmp_path / "two" / "args.json").read_text())["plan"]
+    assert (plan["world"], plan["global_batch"]) == (2, 8)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+@pytest.fixture(scope="module")
+def mae_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_model(build_model(preset("vit-micro")), tmp_path_factory.mktemp("mae") / "model")
+
+
+def test_linear_probe_leaves_patch_embedding_and_blocks_unchanged(classify_dir, mae_folder, tmp_path):
+    finetune("classify", classify_dir, _tc(tmp_path / "lp"), init=str(mae_folder), mode="linear-probe")
+    before, after = load_file(str(mae_folder / "model.safetensors")), _weights(tmp_path / "lp")
+    frozen = [k for k in after if k.startswith(("patch_embed.", "blocks."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["cls_token"], after["cls_token"])  # not frozen, as in the paper's code
+    cfg = load_model(tmp_path / "lp").cfg
+    assert (cfg.task, cfg.labels, cfg.preprocess) == ("classify", ["class0", "class1"], load_model(mae_folder).cfg.preprocess)
+
+
+def test_full_finetune_moves_the_encoder_and_label_fraction_subsets(classify_dir, mae_folder, tmp_path):
+    finetune("classify", classify_dir, _tc(tmp_path / "ft", batch_size=2), init=str(mae_folder), label_fraction=0.25)
+    before, after = load_file(str(mae_folder / "model.safetensors")), _weights(tmp_path / "ft")
+    assert not torch.equal(before["blocks.0.attn.qkv.weight"], after["blocks.0.attn.qkv.weight"])
+    assert json.loads((tmp_path / "ft" / "args.json").read_text())["plan"]["items"] == 4  # 2 of 8 per class
+
+
+def test_three_channel_patch_embedding_from_one_channel_embeds_equal_channels_alike():
+    w = torch.randn(16, 1, 8, 8)
+    w3 = adapt_patch_embed(w, 3, "init")
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x.repeat(1, 3, 1, 1), w3), torch.nn.functional.conv2d(x, w))
+
+
+def test_wrong_data_and_missing_init_give_clear_errors(classify_dir, segment_dir, tmp_path):
+    with pytest.raises(ValueError, match="'classify' dataset; a 'segment' model needs segment data"):
+        finetune("segment", classify_dir, _tc(tmp_path / "x"), model="vit-micro")
+    with pytest.raises(FileNotFoundError, match="no model folder or zoo model named"):
+        finetune("classify", classify_dir, _tc(tmp_path / "y"), init=str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="exactly one of --init"):
+        finetune("classify", classify_dir, _tc(tmp_path / "z"))
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_segment_finetune_and_eval_write_the_metrics_json_and_confusion_png(segment_dir, mae_folder, tmp_path):
+    finetune("segment", segment_dir, _tc(tmp_path / "seg", epochs=1), init=str(mae_folder), class_weights="auto")
+    args = json.loads((tmp_path / "seg" / "args.json").read_text())
+    assert len(args["extra"]["class_weights_used"]) == 3
+    result = runner.invoke(app, ["eval", str(tmp_path / "seg"), "--data", str(segment_dir), "--json",
+                                 str(tmp_path / "m.json")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert {"accuracy", "mean_class_accuracy", "per_class_accuracy", "miou"} <= m.keys()
+    assert list(m["per_class_accuracy"]) == ["noise", "NR", "LTE"]
+    assert np.array(m["confusion_matrix"]).sum() == 8 * 32 * 32
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mIoU" in result.output
+
+
+def test_eval_metrics_from_a_known_confusion():
+    from radiofm.training.evaluate import accuracy_by_snr, classification_metrics, confusion
+
+    target = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 0, 0, 1, 1, 1, 2, 0])
+    cm = confusion(pred, target, 3)
+    m = classification_metrics(cm, ["a", "b", "c"], segment=True)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["per_class_accuracy"] == pytest.approx({"a": 0.75, "b": 1.0, "c": 0.5})
+    assert m["mean_class_accuracy"] == pytest.approx(0.75)
+    assert m["per_class_iou"]["a"] == pytest.approx(3 / 5) and m["miou"] == pytest.approx((3 / 5 + 2 / 3 + 1 / 2) / 3)
+    bins = accuracy_by_snr(np.array([1, 0, 1, 1.0]), np.array([-3.0, 2.0, 12.0, np.nan]))
+    assert bins == {"-5..0 dB": {"n": 1, "accuracy": 1.0}, "0..5 dB": {"n": 1, "accuracy": 0.0},
+                    "10..15 dB": {"n": 1, "accuracy": 1.0}}
+
+
+def test_pretrain_cli_writes_the_run_folder(classify_dir, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "pretrain", "--data", str(classify_dir), "--model", "vit-micro", "--epochs",
+                                 "2", "--batch", "8", "--out", str(run), "--sample-every", "1", "--threads", "1",
+                                 "--no-progress"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in run.iterdir()) == ["args.json", "final", "last", "metrics.jsonl", "samples"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert load_model(run).cfg.task == "mae"  # the run folder stands for its final model
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 4 and {"loss", "lr", "samples_per_s"} <= records[-1].keys()

@@ -1,0 +1,136 @@
+"""Evaluation of a model folder on a dataset: the figures ``radiofm eval`` prints and writes.
+
+Classification and segmentation share one confusion matrix (items or pixels): accuracy, per-class
+accuracy (recall) and its mean, IoU and mIoU for segmentation, and accuracy per SNR bin where the
+dataset records a per-item SNR. An MAE is scored by its masked-patch reconstruction MSE.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .prepared import PreparedData, open_data, prepare_data
+
+SNR_BIN_DB = 5.0
+SNR_TARGET_DB = 10.0
+
+
+@torch.no_grad()
+def predict(model, data: PreparedData, batch_size: int = 64) -> torch.Tensor:
+    """Class indices (N,) or class maps (N, H, W)."""
+    out = [model(data.x[i : i + batch_size]).argmax(1) for i in range(0, len(data), batch_size)]
+    return torch.cat(out)
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
+    """(K, K) counts, rows = true class, columns = predicted."""
+    idx = target.flatten() * num_classes + pred.flatten()
+    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes).numpy()
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def classification_metrics(cm: np.ndarray, labels: list[str], segment: bool) -> dict:
+    tp, true, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    per_class = {lab: _ratio(tp[c], true[c]) for c, lab in enumerate(labels)}
+    present = [v for v in per_class.values() if v is not None]
+    metrics = dict(accuracy=float(tp.sum() / cm.sum()), mean_class_accuracy=float(np.mean(present)),
+                   per_class_accuracy=per_class)
+    if segment:
+        iou = {lab: _ratio(tp[c], true[c] + predicted[c] - tp[c]) for c, lab in enumerate(labels)}
+        metrics["per_class_iou"] = iou
+        metrics["miou"] = float(np.mean([v for v in iou.values() if v is not None]))
+    return metrics
+
+
+def accuracy_by_snr(correct: np.ndarray, snr_db: np.ndarray) -> dict:
+    """{"lo..hi dB": {"n": items, "accuracy": ...}} over SNR_BIN_DB-wide bins; items without an SNR are left out."""
+    known = ~np.isnan(snr_db)
+    bins = {}
+    lows = np.floor(snr_db[known] / SNR_BIN_DB) * SNR_BIN_DB
+    for lo in np.unique(lows):
+        sel = lows == lo
+        bins[f"{lo:g}..{lo + SNR_BIN_DB:g} dB"] = dict(n=int(sel.sum()), accuracy=float(correct[known][sel].mean()))
+    return bins
+
+
+def evaluate_model(model, data: PreparedData, batch_size: int = 64) -> tuple[dict, np.ndarray | None]:
+    """Metrics of ``model`` on ``data``; the confusion matrix too (None for an MAE)."""
+    cfg = model.cfg
+    if cfg.task == "mae":
+        gen = torch.Generator().manual_seed(0)
+        losses = [float(model(data.x[i : i + batch_size], cfg.mask_ratio, gen)[0]) * len(data.x[i : i + batch_size])
+                  for i in range(0, len(data), batch_size)]
+        return dict(reconstruction_mse=sum(losses) / len(data), mask_ratio=cfg.mask_ratio), None
+    if cfg.task not in ("classify", "segment"):
+        raise ValueError(f"cannot evaluate a {cfg.task!r} model; evaluate a classifier, segmenter or MAE")
+    pred = predict(model, data, batch_size)
+    cm = confusion(pred, data.y, cfg.num_classes)
+    metrics = classification_metrics(cm, cfg.class_names, cfg.task == "segment")
+    if data.snr_db is not None:
+        correct = (pred == data.y).float().flatten(1).mean(1).numpy() if cfg.task == "segment" else (pred == data.y).numpy()
+        metrics["accuracy_by_snr"] = accuracy_by_snr(correct.astype(np.float64), data.snr_db)
+        strong = data.snr_db >= SNR_TARGET_DB
+        if strong.any():
+            metrics[f"accuracy_snr_ge_{SNR_TARGET_DB:g}db"] = float(correct[strong].mean())
+    metrics["confusion_matrix"] = cm.tolist()
+    return metrics, cm
+
+
+def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, threads: int | None = None) -> dict:
+    """Load a model (folder, run folder or zoo name), prepare ``data_dir`` and measure it."""
+    from radiofm.checkpoint import load_model, resolve_model_dir
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(name_or_path)
+    dataset = open_data(data_dir, model.cfg.task)
+    if model.cfg.task != "mae" and list(dataset.classes) != model.cfg.class_names:
+        raise ValueError(f"{data_dir} has classes {dataset.classes}; the model predicts {model.cfg.class_names}")
+    data = prepare_data(dataset, model.cfg)
+    t0 = time.perf_counter()
+    metrics, _ = evaluate_model(model, data, batch_size)
+    head = dict(model=str(resolve_model_dir(name_or_path)), data=str(data_dir), items=len(data), task=model.cfg.task,
+                eval_time_s=round(time.perf_counter() - t0, 2))
+    return {**head, **metrics}
+
+
+def save_confusion_png(cm: np.ndarray, labels: list[str], path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (true class per row) with the counts' percentages written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radiofm.checkpoint import atomic_path
+
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{100 * rates[i, j]:.0f}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion (% of true class)")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"

@@ -1,0 +1,123 @@
+"""Fine-tuning for classification and segmentation, from a pretrained model or from scratch.
+
+The fine-tuned model's config is the init model's with the task, classes and channels changed, so
+its preprocessing stays the one the encoder was pretrained with. Two modes, as in the paper's code:
+
+- ``linear-probe``: patch embedding and transformer blocks frozen; the final norm, cls token and the
+  head (or the segmentation decoder) train.
+- ``full``: everything trains, with layer-wise learning-rate decay and drop path.
+
+CSI (3 antennas as channels) from a 1-channel spectrogram encoder: the patch projection is repeated
+over the channels and divided by 3, so a sample with three equal channels embeds exactly as the
+1-channel model saw it (the original implementation copies it without the division, which triples
+the input scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from radiofm.checkpoint import encoder_state, load_config, load_state_dict, resolve_model_dir
+from radiofm.config import preset
+from radiofm.model import build_model
+
+from .loop import TrainConfig, train
+from .prepared import PreparedData, fit_preprocess, input_kind, label_subset, open_data, prepare_data
+
+MODES = ("linear-probe", "full")
+FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
+
+
+def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = None, model: str | None = None,
+             mode: str = "full", label_fraction: float = 1.0, class_weights: str = "none",
+             drop_path: float = 0.1) -> Path:
+    if task not in ("classify", "segment"):
+        raise ValueError(f"--task must be classify or segment, got {task!r}")
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if (init is None) == (model is None):
+        raise ValueError("give exactly one of --init (a pretrained model: run folder, model folder or zoo name) "
+                         "and --model (a size preset, to train from scratch)")
+    dataset = open_data(data, task)
+    classes = list(dataset.classes)
+    net, cfg = build_finetune_model(task, classes, dataset, init, model, drop_path if mode == "full" else 0.0, tc.seed)
+    if mode == "linear-probe":
+        for name, p in net.named_parameters():
+            if name.startswith(FROZEN_IN_LINEAR_PROBE):
+                p.requires_grad_(False)
+    prepared = prepare_data(dataset, cfg, progress=tc.progress)
+    prepared = prepared.subset(label_subset(prepared, label_fraction, tc.seed))
+    weights = segment_class_weights(class_weights, prepared, cfg.num_classes) if task == "segment" else None
+    if weights is not None:
+        tc.extra["class_weights_used"] = [round(float(w), 4) for w in weights]
+
+    def loss_fn(m, x, y, _generator):
+        logits = m(x).float()
+        if task == "segment":
+            return F.cross_entropy(logits, y, weight=None if weights is None else weights.to(logits.device))
+        return F.cross_entropy(logits, y)
+
+    return train(net, cfg, prepared, loss_fn, tc)
+
+
+def build_finetune_model(task: str, classes: list[str], dataset, init: str | None, model: str | None,
+                         drop_path: float, seed: int):
+    """The model to fine-tune and its config; encoder weights from ``init`` when given."""
+    kind = input_kind(dataset)
+    chans = int(np.shape(dataset[0][0])[0]) if kind == "csi" else 1
+    if init is not None:
+        base = load_config(init)
+        pre = base.preprocess
+        if kind != pre.kind:  # a spectrogram encoder meeting CSI: the input scaling must come from the CSI data
+            pre = fit_preprocess(dataset, base.img_size, seed=seed)
+    else:
+        base = preset(model)
+        pre = fit_preprocess(dataset, base.img_size, seed=seed)
+    pre = replace(pre, sample_rate=dataset.sample_rate if dataset.sample_rate else pre.sample_rate)
+    cfg = base.replace(task=task, num_classes=len(classes), labels=classes, in_chans=chans, preprocess=pre)
+    torch.manual_seed(seed)
+    net = build_model(cfg, drop_path=drop_path)
+    if init is not None:
+        state = encoder_state(load_state_dict(init))
+        state["patch_embed.proj.weight"] = adapt_patch_embed(state["patch_embed.proj.weight"], chans, init)
+        own = net.state_dict()
+        missing = [k for k in own if k.startswith(("patch_embed.", "blocks.", "cls_token")) and k not in state]
+        if missing:
+            raise ValueError(f"{resolve_model_dir(init)} holds no encoder weights for {missing[:3]}: not a {base.name} encoder")
+        net.load_state_dict({k: v.float() for k, v in state.items() if k in own}, strict=False)
+    return net, cfg
+
+
+def adapt_patch_embed(weight: torch.Tensor, chans: int, init: str) -> torch.Tensor:
+    have = weight.shape[1]
+    if have == chans:
+        return weight
+    if have == 1:
+        return weight.repeat(1, chans, 1, 1) / chans
+    raise ValueError(f"{init} takes {have} input channels; the data has {chans} (only 1 -> N can be adapted)")
+
+
+def segment_class_weights(spec: str, data: PreparedData, num_classes: int) -> torch.Tensor | None:
+    """``none``; ``auto`` = median-frequency balancing (median class frequency / class frequency, from the
+    training labels); or comma-separated weights, one per class."""
+    if spec == "none":
+        return None
+    if spec == "auto":
+        freq = torch.bincount(data.y.flatten(), minlength=num_classes).double()
+        freq = freq / freq.sum()
+        present = freq > 0
+        weights = torch.zeros(num_classes, dtype=torch.float64)
+        weights[present] = freq[present].median() / freq[present]
+        return weights.float()
+    try:
+        weights = torch.tensor([float(w) for w in spec.split(",")])
+    except ValueError:
+        raise ValueError(f"--class-weights must be none, auto or {num_classes} comma-separated numbers, got {spec!r}") from None
+    if weights.numel() != num_classes or (weights < 0).any():
+        raise ValueError(f"--class-weights needs {num_classes} non-negative numbers, got {spec!r}")
+    return weights
