@@ -155,7 +155,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
     Without ``calib`` activations are quantised at run time (dynamic). With ``calib`` (N, C, H, W)
     the activation ranges are calibrated on it (MinMax) and written as QuantizeLinear/DequantizeLinear
     pairs (static QDQ), symmetric int8 with per-channel weights, which TensorRT builds from directly.
-    LayerNorm, Softmax and GELU stay in float: quantising them is where ViT accuracy goes.
+    LayerNorm, Softmax and GELU stay in float: quantising them is where ViT accuracy goes; so do
+    the first and last quantisable layers.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -163,14 +164,19 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        # The first layer (patch embedding) and the last (head) stay in float, as usual for PTQ:
+        # together they are under 1 % of the FLOPs, and the head's rounding moves logits directly.
+        quantizable = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in QUANTIZED_OPS]
+        keep_float = [quantizable[0], quantizable[-1]] if len(quantizable) > 2 else []
         if calib is None:
-            quantize_dynamic(prepared, dst, op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8)
+            quantize_dynamic(prepared, dst, op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep_float,
+                             weight_type=QuantType.QInt8)
             return "dynamic"
         if len(calib) == 0:
             raise ExportError("static int8 calibration needs at least one sample")
         quantize_static(
             prepared, dst, _BatchReader(calib, batch_size), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+            op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep_float, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
@@ -286,6 +292,9 @@ def export(
         raise ExportError("samples and batch sizes must be positive")
     folder = resolve_model_dir(source)
     cfg = load_config(folder)
+    if (task or cfg.task) not in OUTPUT_NAMES:
+        raise ExportError(f"a {task or cfg.task!r} model has no deployable head; export a classify, segment or encode "
+                          f"model (an MAE's encoder: --task encode)")
     if task is not None and task != cfg.task and out is None:
         raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
     model = load_model(folder, task=task)

@@ -1,0 +1,296 @@
+"""ONNX export, validation and TensorRT helpers, checked against the torch model they come from.
+
+Agreement only means something for a model whose decisions are not near-ties, so the classifier
+here is a vit-micro trained for a few seconds on separable synthetic spectrogram-like data (a band
+whose frequency row gives the class).
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from radiofm.checkpoint import WEIGHTS_FILE, load_model, save_model
+from radiofm.cli import app
+from radiofm.config import preset
+from radiofm.export import read_onnx_metadata
+from radiofm.export.onnx import BATCH_SIZES, ExportError, export, sha256_file
+from radiofm.export.samples import Samples
+from radiofm.export.tensorrt import (
+    BatchProfile,
+    EngineMismatch,
+    check_engine_compatible,
+    cuda_devices,
+    parse_batch_profile,
+)
+
+runner = CliRunner()
+CLASSES = ["low", "mid-low", "mid-high", "high"]
+
+
+def bands(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """32x32 inputs: noise plus a 4-row band at a class-dependent row, random extent in time."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(CLASSES), n)
+    x = rng.standard_normal((n, 1, 32, 32)).astype(np.float32) * 0.5
+    for i, c in enumerate(y):
+        row = 3 + 7 * c + rng.integers(-1, 2)
+        t0 = rng.integers(0, 16)
+        x[i, 0, row:row + 4, t0:t0 + rng.integers(8, 17)] += rng.uniform(1.0, 2.5)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains faster on one thread than on shared ones
+    try:
+        cfg = preset("vit-micro", task="classify", num_classes=len(CLASSES), labels=CLASSES)
+        from radiofm.model import build_model
+
+        model = build_model(cfg)
+        opt = torch.optim.AdamW(model.parameters(), 3e-3)
+        x, y = (torch.from_numpy(a) for a in bands(2048, seed=1))
+        for _ in range(150):
+            i = torch.randint(0, len(x), (32,))
+            loss = torch.nn.functional.cross_entropy(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return save_model(model.eval(), tmp_path_factory.mktemp("clf") / "model")
+
+
+@pytest.fixture(scope="session")
+def test_set():
+    x, y = bands(128, seed=2)
+    return Samples(x, y, "band test set")
+
+
+def check_parity(result, max_abs=None, agreement=None):
+    assert result.passed, result.entry["failures"]
+    assert sorted(result.entry["parity"], key=int) == [str(b) for b in BATCH_SIZES]
+    for b, p in result.entry["parity"].items():
+        if max_abs is not None:
+            assert p["max_abs_diff"] <= max_abs, (b, p)
+        if agreement is not None:
+            assert p["agreement"] >= agreement, (b, p)
+
+
+def test_classifier_fp32_matches_torch_and_carries_metadata(classifier_dir, test_set, tmp_path):
+    fp32, = export(classifier_dir, tmp_path, "fp32", validation=test_set)
+    check_parity(fp32, max_abs=1e-4, agreement=1.0)
+    assert fp32.path == tmp_path / "model.onnx"
+
+    # Checked here too, not only through the report: ORT at an odd batch against torch.
+    model = load_model(classifier_dir)
+    session = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    got = session.run(None, {"images": test_set.images[:7]})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(test_set.images[:7])).numpy()
+    assert got.shape == (7, len(CLASSES))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+    meta = read_onnx_metadata(fp32.path)
+    assert meta["config"] == model.cfg.to_dict()
+    assert meta["precision"] == "fp32"
+    assert meta["source_sha256"] == sha256_file(classifier_dir / WEIGHTS_FILE)
+    graph = onnx.load(str(fp32.path))
+    assert graph.opset_import[0].version >= 17
+    assert any(n.op_type == "LayerNormalization" for n in graph.graph.node)
+    assert not (tmp_path / "model.onnx.data").exists()  # one self-contained file
+
+
+def test_fp16_keeps_overflow_prone_ops_in_fp32(classifier_dir, test_set, tmp_path):
+    _, fp16 = export(classifier_dir, tmp_path, "fp16", validation=test_set)
+    check_parity(fp16, agreement=0.995)
+    graph = onnx.load(str(fp16.path))
+    inits = {t.name: t.data_type for t in graph.graph.initializer}
+    ln = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
+    assert ln and all(inits[n.input[1]] == onnx.TensorProto.FLOAT for n in ln)
+    assert any(t == onnx.TensorProto.FLOAT16 for t in inits.values())
+    assert read_onnx_metadata(fp16.path)["precision"] == "fp16"
+
+
+def test_int8_dynamic_and_static_agree_and_report_accuracy(classifier_dir, test_set, tmp_path):
+    _, dynamic = export(classifier_dir, tmp_path, "int8", validation=test_set)
+    check_parity(dynamic, agreement=0.99)
+    assert dynamic.entry["method"] == "dynamic"
+    assert abs(dynamic.entry["accuracy_change"]) <= 0.01
+    assert dynamic.entry["accuracy"]["torch_fp32"] > 0.8  # the decisions being compared are real ones
+
+    x, y = bands(64, seed=3)
+    _, static = export(classifier_dir, tmp_path, "int8", validation=test_set, calib=Samples(x, y, "band calib"))
+    check_parity(static, agreement=0.99)
+    assert static.entry["method"] == "static"
+    assert static.entry["accuracy"]["data"] == "band calib"
+    ops = {n.op_type for n in onnx.load(str(static.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert read_onnx_metadata(static.path)["precision"] == "int8"
+
+    report = json.loads((tmp_path / "onnx.json").read_text())
+    assert set(report) == {"fp32", "int8"} and report["int8"]["method"] == "static"
+    assert report["fp32"]["file"] == "model.onnx" and report["int8"]["file"] == "model.int8.onnx"
+
+
+def test_segmenter_matches_torch_on_lte_nr_frames(tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"])
+    from radiofm.model import build_model
+
+    folder = save_model(build_model(cfg), tmp_path / "seg")
+    fp32, = export(folder, samples=4)
+    check_parity(fp32, max_abs=1e-4, agreement=1.0)
+    assert "LTE/NR" in fp32.entry["validation"]["source"]
+    session = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((2, 1, 32, 32), np.float32)})[0].shape == (2, 3, 32, 32)
+
+
+@pytest.fixture(scope="session")
+def mae_dir(tmp_path_factory):
+    from radiofm.model import build_model
+
+    torch.manual_seed(0)
+    return save_model(build_model(preset("vit-micro")), tmp_path_factory.mktemp("mae") / "model")
+
+
+def test_encoder_of_a_pretrained_mae_exports_tokens_and_pooled(mae_dir, tmp_path):
+    with pytest.raises(ExportError, match="needs --out"):
+        export(mae_dir, task="encode")
+    fp32, = export(mae_dir, tmp_path, task="encode", samples=8)
+    check_parity(fp32, max_abs=1e-4)
+    assert "signal captures" in fp32.entry["validation"]["source"]
+    session = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"])
+    tokens, pooled = session.run(None, {"images": np.zeros((3, 1, 32, 32), np.float32)})
+    assert tokens.shape == (3, 16, 64) and pooled.shape == (3, 64)
+    assert read_onnx_metadata(fp32.path)["config"]["task"] == "encode"
+
+
+def test_refuses_what_cannot_be_exported(mae_dir, tmp_path):
+    with pytest.raises(ExportError, match="no deployable head"):
+        export(mae_dir, samples=2)
+    with pytest.raises(ExportError, match="--precision int8"):
+        export(mae_dir, precision="fp16", calib=tmp_path)
+    with pytest.raises(ExportError, match="does not exist"):
+        export(mae_dir, precision="int8", calib=tmp_path / "nowhere")
+
+
+def test_cli_export_prints_parity_and_fails_a_missed_tolerance(classifier_dir, tmp_path):
+    ok = runner.invoke(app, ["export", str(classifier_dir), "--samples", "8", "--out", str(tmp_path)],
+                       terminal_width=200)
+    assert ok.exit_code == 0, ok.output
+    assert "parity with torch" in ok.output and "model.onnx" in ok.output
+
+    # fp16 cannot reach 1e-9: the export must be refused, kept aside and recorded as failed.
+    bad = runner.invoke(app, ["export", str(classifier_dir), "--precision", "fp16", "--atol", "1e-9",
+                              "--samples", "8", "--out", str(tmp_path)], terminal_width=200)
+    assert bad.exit_code == 1
+    assert "missed its tolerance" in bad.output
+    assert (tmp_path / "model.fp16.rejected.onnx").is_file() and not (tmp_path / "model.fp16.onnx").exists()
+    report = json.loads((tmp_path / "onnx.json").read_text())
+    assert report["fp16"]["passed"] is False and report["fp32"]["passed"] is True
+
+
+# --------------------------------------------------------------------------- reading exported files
+def test_corrupted_or_truncated_onnx_gives_a_clear_error(classifier_dir, tmp_path):
+    fp32, = export(classifier_dir, tmp_path, samples=2)
+    data = fp32.path.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all" * 100)
+    for path in (truncated, garbage):
+        with pytest.raises(ValueError, match=str(path.name)):
+            read_onnx_metadata(path)
+    with pytest.raises(FileNotFoundError):
+        read_onnx_metadata(tmp_path / "missing.onnx")
+
+    foreign = tmp_path / "foreign.onnx"
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    io = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", io[:1], io[1:])), str(foreign))
+    with pytest.raises(ValueError, match="no radiofm metadata"):
+        read_onnx_metadata(foreign)
+
+
+def test_metadata_reader_does_not_import_torch(classifier_dir, tmp_path):
+    fp32, = export(classifier_dir, tmp_path, samples=2)
+    code = ("import sys; from radiofm.export import read_onnx_metadata; "
+            f"m = read_onnx_metadata({str(fp32.path)!r}); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; print(m['config']['task'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "classify"
+
+
+# --------------------------------------------------------------------------- TensorRT
+def test_batch_profile_parsing():
+    assert parse_batch_profile("1:8:64") == BatchProfile(1, 8, 64)
+    assert parse_batch_profile("4") == BatchProfile(4, 4, 4)
+    assert str(BatchProfile(1, 8, 64)) == "1:8:64"
+    for bad, match in (("1:8", "MIN:OPT:MAX"), ("a:b:c", "integers"), ("8:1:64", "MIN <= OPT"), ("0:1:2", "1 <=")):
+        with pytest.raises(ValueError, match=match):
+            parse_batch_profile(bad)
+
+
+def test_engine_compatibility_check_names_the_mismatch_and_the_fix():
+    here = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    sidecar = {**here, "engine_file": "model.fp16.plan", "precision": "fp16",
+               "build_command": "radiofm export m --engine trt --precision fp16 --batch 1:8:64"}
+    check_engine_compatible(sidecar, here)
+    with pytest.raises(EngineMismatch, match=r"TensorRT 10\.7\.0 \(this machine: 10\.13\.0\).*rebuild.*--engine trt"):
+        check_engine_compatible(sidecar, {**here, "tensorrt_version": "10.13.0"})
+    with pytest.raises(EngineMismatch, match="GPU NVIDIA H100 80GB HBM3 .*compute capability 9.0"):
+        check_engine_compatible(sidecar, {**here, "gpu_name": "NVIDIA L4", "compute_capability": "8.9"})
+    with pytest.raises(EngineMismatch, match="lacks tensorrt_version"):
+        check_engine_compatible({"gpu_name": "x", "compute_capability": "9.0"}, here)
+
+
+def _tensorrt_ready() -> str | None:
+    """None where TensorRT and a CUDA GPU exist, else the reason they do not."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed"
+    return None if cuda_devices() else "no CUDA GPU"
+
+
+@pytest.mark.skipif(_tensorrt_ready() is None, reason="TensorRT and a GPU are present: the message is for machines without")
+def test_trt_without_tensorrt_writes_onnx_then_fails_fast_with_one_line(classifier_dir, tmp_path):
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "radiofm.cli", "export", str(classifier_dir), "--engine", "trt",
+                           "--samples", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, done.stderr
+    assert 'pip install "radiofm[gpu]"' in error[0] and "CUDA GPU" in error[0]
+    assert (tmp_path / "model.onnx").is_file()
+    assert elapsed < 120, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_tensorrt_ready() is not None, reason=f"TensorRT engine build needs TensorRT and a CUDA GPU: {_tensorrt_ready()}")
+def test_trt_fp16_engine_builds_matches_and_records_its_machine(classifier_dir, tmp_path):
+    from radiofm.export.tensorrt import current_runtime, export_engine, load_engine, read_sidecar
+
+    cache = tmp_path / "timing.cache"
+    results, plan = export_engine(classifier_dir, tmp_path, "fp16", BatchProfile(1, 8, 16), timing_cache=cache, samples=32)
+    sidecar = read_sidecar(plan)
+    assert sidecar["passed"], sidecar["failures"]
+    assert sidecar["profile"] == {"min": 1, "opt": 8, "max": 16}
+    for key, value in current_runtime().items():
+        assert sidecar[key] == value
+    assert cache.stat().st_size > 0  # written for the next build to reuse
+    load_engine(plan)
