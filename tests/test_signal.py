@@ -55,6 +55,16 @@ def test_resize_matches_torch_antialiased_interpolate(method, shape, size):
     np.testing.assert_allclose(signal.resize(x, size, method), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("n_in, n_out", [(10, 4), (4, 10), (4801, 256), (1024, 256)])
+def test_area_resize_is_the_exact_overlap_average(n_in, n_out):
+    x = np.random.default_rng(6).random((3, n_in)).astype(np.float32)
+    lo = np.arange(n_out)[:, None] * n_in / n_out
+    j = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(j + 1, lo + n_in / n_out) - np.maximum(j, lo), 0, None)
+    expected = x @ (overlap / overlap.sum(1, keepdims=True)).T
+    np.testing.assert_allclose(signal.resize(x, (3, n_out), "area"), expected, rtol=1e-5)
+
+
 def test_area_resize_preserves_mean_power_and_labels_stay_classes():
     x = np.random.default_rng(2).random((1024, 130)).astype(np.float32)
     small = signal.resize(x, (256, 256), "area")
