@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .metadata import INPUT_NAME, ONNX_FILES, OUTPUT_NAMES, read_onnx_metadata, utc_now
+from .metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata, utc_now
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 INSTALL_HINT = 'pip install "radiofm[gpu]"'
@@ -215,13 +215,16 @@ def default_timing_cache(tensorrt_version: str) -> Path:
 
 
 def engine_sidecar(precision: str, profile: BatchProfile, onnx_file: str, runtime: dict[str, str],
-                   inputs: list[str], outputs: list[str], engine_file: str, build_command: str) -> dict[str, Any]:
+                   config: dict[str, Any], engine_file: str, build_command: str) -> dict[str, Any]:
+    """What an engine needs beside it: the machine it runs on, its profile, and the model config
+    (carried over from the ONNX metadata, so the SDK can serve the engine without the model folder)."""
     return {
         "engine_file": engine_file,
         "precision": precision,
         "onnx_file": onnx_file,
-        "inputs": inputs,
-        "outputs": outputs,
+        "inputs": [INPUT_NAME],
+        "outputs": OUTPUT_NAMES[config["task"]],
+        "config": config,
         "profile": asdict(profile),
         **runtime,
         "build_command": build_command,
@@ -240,9 +243,8 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
     engine = Path(out) / f"model.{precision}.plan"
     with atomic_path(engine) as tmp:
         tmp.write_bytes(plan)
-    task = read_onnx_metadata(onnx_file)["config"]["task"]
     write_json_atomic(sidecar_path(engine), engine_sidecar(
-        precision, profile, Path(onnx_file).name, current_runtime(), [INPUT_NAME], OUTPUT_NAMES[task],
+        precision, profile, Path(onnx_file).name, current_runtime(), read_onnx_metadata(onnx_file)["config"],
         engine.name, build_command or f"radiofm export MODEL --engine trt --precision {precision} --batch {profile}",
     ))
     return engine

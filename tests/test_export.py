@@ -28,6 +28,7 @@ from radiofm.export.tensorrt import (
     EngineMismatch,
     check_engine_compatible,
     cuda_devices,
+    engine_sidecar,
     parse_batch_profile,
 )
 
@@ -255,6 +256,21 @@ def test_engine_compatibility_check_names_the_mismatch_and_the_fix():
         check_engine_compatible(sidecar, {**here, "gpu_name": "NVIDIA L4", "compute_capability": "8.9"})
     with pytest.raises(EngineMismatch, match="lacks tensorrt_version"):
         check_engine_compatible({"gpu_name": "x", "compute_capability": "9.0"}, here)
+
+
+def test_engine_sidecar_records_machine_profile_and_config(classifier_dir):
+    here = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
+    cfg = load_model(classifier_dir).cfg.to_dict()
+    sidecar = engine_sidecar("int8", BatchProfile(1, 8, 64), "model.int8.onnx", here, cfg, "model.int8.plan",
+                             "radiofm export m --engine trt --precision int8 --batch 1:8:64 --calib data")
+    assert sidecar["profile"] == {"min": 1, "opt": 8, "max": 64}
+    assert (sidecar["precision"], sidecar["onnx_file"], sidecar["inputs"], sidecar["outputs"]) == (
+        "int8", "model.int8.onnx", ["images"], ["logits"])
+    assert sidecar["config"] == cfg and sidecar["created"]
+    json.dumps(sidecar)  # written as JSON beside the plan
+    check_engine_compatible(sidecar, here)
+    with pytest.raises(EngineMismatch, match="--calib data"):
+        check_engine_compatible(sidecar, {**here, "tensorrt_version": "10.8.0"})
 
 
 def _tensorrt_ready() -> str | None:
