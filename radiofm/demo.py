@@ -171,6 +171,8 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
+    from radiofm.training.show import MASK_COLOURS
+
     n_sig, n_seg = len(images), len(spectra)
     cols = max(8, n_seg)
     rows_sig = -(-n_sig // cols)
@@ -182,7 +184,7 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
         ax.imshow(images[i, 0], origin="lower", aspect="auto", cmap="viridis")
         ok = truth[i] == predicted[i]
         ax.set_title(f"{truth[i]} -> {predicted[i]}", fontsize=7, color="green" if ok else "red")
-    cmap = ListedColormap(["#202020", "#1f77b4", "#ff7f0e"][: len(seg_classes)])
+    cmap = ListedColormap(MASK_COLOURS[: len(seg_classes)])
     for j in range(n_seg):
         db = 10 * np.log10(spectra[j] + 1e-12)
         axes[rows_sig, j].imshow(db, origin="lower", aspect="auto", cmap="viridis")
@@ -190,7 +192,7 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
         axes[rows_sig + 2, j].imshow(seg_masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
     axes[rows_sig, 0].set_title("LTE/NR frame (dB)", fontsize=7, loc="left")
     axes[rows_sig + 1, 0].set_title("true mask", fontsize=7, loc="left")
-    axes[rows_sig + 2, 0].set_title("predicted: " + " / ".join(f"{c}" for c in seg_classes) + " = black/blue/orange",
+    axes[rows_sig + 2, 0].set_title("predicted mask (" + ", ".join(seg_classes) + ": black, orange, blue)",
                                     fontsize=7, loc="left")
     fig.suptitle("radiofm demo: signal classes (true -> predicted) and LTE/NR segmentation", fontsize=9)
     fig.tight_layout()
