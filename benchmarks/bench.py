@@ -80,7 +80,7 @@ class Subject:
     cfg: ModelConfig
     weights: str  # "random" (a preset) or "trained"
     onnx: dict[str, Path] = field(default_factory=dict)
-    export_passed: dict[str, bool | None] = field(default_factory=dict)
+    export_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # per precision: passed, int8 method
     data_file: Path | None = None
 
 
@@ -114,32 +114,30 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     """Find or make the ONNX file per precision: the model folder's own export if it has one, else an
     export into the work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
-    An export that misses its parity tolerance is still timed (its speed is real), and the record
-    says ``export_passed: false``; with random weights (a preset) int8 parity on noise often fails.
+    An export in the work folder is reused only if it was made from the same weights. One that missed
+    its parity tolerance is still timed (its speed is real) and its records say ``export_passed:
+    false``; with random weights (a preset) int8 parity on noise often fails, and means nothing.
     """
-    from radiofm.export.onnx import export
+    from radiofm.export import read_report
+    from radiofm.export.onnx import export, sha256_file
 
-    out = work / f"{subject.folder.name}-onnx"
+    source_sha = sha256_file(subject.folder / "model.safetensors")
     for precision in precisions:
-        own = subject.folder / ONNX_FILES[precision]
-        if own.is_file() and not (precision == "int8" and calib):
-            subject.onnx[precision] = own
-            subject.export_passed[precision] = _export_passed(subject.folder, precision)
-            continue
-        placed, rejected = out / ONNX_FILES[precision], out / ONNX_FILES[precision].replace(".onnx", ".rejected.onnx")
-        if not placed.is_file() and not rejected.is_file():
-            log(f"{subject.name}: exporting ONNX {precision} into {out}")
-            export(subject.folder, out, precision=precision, calib=calib if precision == "int8" else None,
-                   samples=16, batch_sizes=(1, 4), log=lambda m: log(f"  {m}"))
-        subject.onnx[precision] = placed if placed.is_file() else rejected
-        subject.export_passed[precision] = placed.is_file()
-
-
-def _export_passed(folder: Path, precision: str) -> bool | None:
-    report = folder / "onnx.json"
-    if not report.is_file():
-        return None
-    return json.loads(report.read_text()).get(precision, {}).get("passed")
+        static = precision == "int8" and calib is not None
+        if (subject.folder / ONNX_FILES[precision]).is_file() and not static:
+            entry = read_report(subject.folder).get(precision, {"file": ONNX_FILES[precision]})
+            out = subject.folder
+        else:
+            # Static and dynamic int8 share a file name: keep them in separate folders.
+            out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}"
+            entry = read_report(out).get(precision)
+            if entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file():
+                log(f"{subject.name}: exporting ONNX {precision} into {out}")
+                results = export(subject.folder, out, precision=precision, calib=calib if static else None,
+                                 samples=16, batch_sizes=(1, 4), log=lambda m: log(f"  {m}"))
+                entry = results[-1].entry
+        subject.onnx[precision] = out / entry["file"]
+        subject.export_info[precision] = {"export_passed": entry.get("passed"), "export_method": entry.get("method")}
 
 
 # --------------------------------------------------------------------------- the test set
@@ -285,7 +283,7 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
                         continue
                     record = {"model": name, **record, **work_done(record, flops, precision, machine, settings.device)}
                     if engine == "onnx":
-                        record["export_passed"] = subject.export_passed.get(precision)
+                        record.update(subject.export_info[precision])
                     log(f"  p50 {record['p50_ms']:.2f} ms, {record['throughput']:.1f} samples/s")
                     records.append(record)
             add_agreement(records)

@@ -42,7 +42,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- accuracy on {data} (at most {doc['settings']['limit']} samples, scored at the first batch size)")
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in doc["results"]:
-        cells = [r["model"], _engine(r), r["precision"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
+        cells = [r["model"], _engine(r), _precision(r), str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
                  f"{r['p99_ms']:.2f}", f"{r['throughput']:.1f}", f"{r['gflops']:.1f}",
                  f"{100 * r['fraction_of_peak']:.1f}" if r["fraction_of_peak"] is not None else "-",
                  f"{r['peak_rss_mb']:.0f}"]
@@ -60,6 +60,10 @@ def markdown(doc: dict[str, Any]) -> str:
 def _engine(r: dict[str, Any]) -> str:
     name = {"torch": "torch eager", "onnx": "ONNX Runtime"}.get(r["engine"], r["engine"])
     return name + (" (export failed parity)" if r.get("export_passed") is False else "")
+
+
+def _precision(r: dict[str, Any]) -> str:
+    return r["precision"] + (f" ({r['export_method']})" if r.get("export_method") else "")
 
 
 def _percent(x: float | None) -> str:
@@ -89,7 +93,7 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
         series.setdefault((r["model"], r["engine"], r["precision"]), []).append(r)
     for (model, engine, precision), rs in series.items():
         rs = sorted(rs, key=lambda r: r["batch"])
-        label = f"{model} {engine} {precision}"
+        label = f"{model} {engine} {_precision(rs[0])}"
         left.plot([r["batch"] for r in rs], [r["p50_ms"] for r in rs], marker="o", label=label)
         if not scored:
             right.plot([r["batch"] for r in rs], [r["throughput"] for r in rs], marker="o", label=label)
@@ -102,7 +106,7 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
             first.setdefault((r["model"], r["engine"], r["precision"]), r)
         for (model, engine, precision), r in first.items():
             right.scatter(r["p50_ms"], 100 * r["accuracy"], s=40)
-            right.annotate(f"{model} {engine} {precision}", (r["p50_ms"], 100 * r["accuracy"]), fontsize=8,
+            right.annotate(f"{model} {engine} {_precision(r)}", (r["p50_ms"], 100 * r["accuracy"]), fontsize=8,
                            xytext=(4, 4), textcoords="offset points")
         right.set(xlabel=f"p50 latency at batch {scored[0]['batch']} (ms)", ylabel="accuracy (%)",
                   title="speed / accuracy")
