@@ -353,7 +353,7 @@ def _finish(path: Path, precision: str, *, cfg: ModelConfig, source_sha: str, va
         "batch": "dynamic",
         "validation": {"samples": len(val.images), "source": val.source},
         "parity": parity,
-        "tolerance": {k: v for k, v in asdict(tolerance).items() if v is not None},
+        "tolerance": _checked(tolerance, cfg.task),
         "passed": not failures,
         "failures": failures,
         "source_sha256": source_sha,
@@ -370,6 +370,12 @@ def _finish(path: Path, precision: str, *, cfg: ModelConfig, source_sha: str, va
     os.replace(path, final)
     update_report(out, precision, entry)
     return ExportResult(precision, final, entry)
+
+
+def _checked(tolerance: Tolerance, task: str) -> dict[str, float]:
+    """The bounds that apply to ``task``: agreement where there are classes, cosine where there are none."""
+    unused = "agreement" if task == "encode" else "cosine"
+    return {k: v for k, v in asdict(tolerance).items() if v is not None and k != unused}
 
 
 def _accuracy_change(session, model, cfg: ModelConfig, val: Samples, outputs, reference,
