@@ -200,6 +200,8 @@ class EngineBuilder:
         fp32_types = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES if hasattr(trt.LayerType, name)}
         for i in range(network.num_layers):
             layer = network.get_layer(i)
+            if layer.type == trt.LayerType.ELEMENTWISE:
+                layer.__class__ = trt.IElementWiseLayer  # get_layer returns the base class; .op lives on the subclass
             if layer.type in fp32_types or (layer.type == trt.LayerType.ELEMENTWISE
                                             and layer.op == trt.ElementWiseOperation.POW):
                 layer.precision = trt.float32
