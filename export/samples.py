@@ -65,10 +65,8 @@ def calibration_set(folder: str | os.PathLike, cfg: ModelConfig, limit: int = 25
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder {folder} does not exist")
-    try:
-        from radiofm.training import open_dataset
-    except ImportError as e:
-        raise RuntimeError(f"reading a dataset folder needs radiofm.training.open_dataset ({e})") from None
+    from radiofm.training.datasets import open_dataset
+
     dataset = open_dataset(folder)
     n = min(limit, len(dataset))
     if n == 0:

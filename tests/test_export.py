@@ -187,6 +187,20 @@ def test_refuses_what_cannot_be_exported(mae_dir, tmp_path):
         export(mae_dir, precision="int8", calib=tmp_path / "nowhere")
 
 
+def test_calibration_set_reads_a_dataset_folder_as_model_input(tmp_path):
+    from radiofm.export.samples import calibration_set
+    from radiofm.training.synth import synthesize
+    from radiofm.training.synth.signals import CLASSES as SIGNALS
+
+    synthesize("signals", 10, tmp_path / "calib", seed=3, progress=False)
+    cfg = preset("vit-micro", task="classify", num_classes=len(SIGNALS), labels=SIGNALS)
+    calib = calibration_set(tmp_path / "calib", cfg, limit=8)
+    assert calib.images.shape == (8, 1, 32, 32) and calib.images.dtype == np.float32
+    assert calib.targets.tolist() == [i % len(SIGNALS) for i in range(8)]
+    other = calibration_set(tmp_path / "calib", cfg.replace(labels=list(reversed(SIGNALS))))
+    assert other.targets is None  # labels in another order would score the wrong classes
+
+
 def test_cli_export_prints_parity_and_fails_a_missed_tolerance(classifier_dir, tmp_path):
     ok = runner.invoke(app, ["export", str(classifier_dir), "--samples", "8", "--out", str(tmp_path)],
                        terminal_width=200)
