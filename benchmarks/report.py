@@ -84,7 +84,9 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
     results = doc["results"]
     scored = [r for r in results if r.get("accuracy") is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -93,7 +95,7 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
         series.setdefault((r["model"], r["engine"], r["precision"]), []).append(r)
     for (model, engine, precision), rs in series.items():
         rs = sorted(rs, key=lambda r: r["batch"])
-        label = f"{model} {engine} {_precision(rs[0])}"
+        label = f"{Path(model).name} {engine} {_precision(rs[0])}"
         left.plot([r["batch"] for r in rs], [r["p50_ms"] for r in rs], marker="o", label=label)
         if not scored:
             right.plot([r["batch"] for r in rs], [r["throughput"] for r in rs], marker="o", label=label)
@@ -104,15 +106,16 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
         first = {}
         for r in scored:
             first.setdefault((r["model"], r["engine"], r["precision"]), r)
-        for (model, engine, precision), r in first.items():
-            right.scatter(r["p50_ms"], 100 * r["accuracy"], s=40)
-            right.annotate(f"{model} {engine} {_precision(r)}", (r["p50_ms"], 100 * r["accuracy"]), fontsize=8,
-                           xytext=(4, 4), textcoords="offset points")
+        for (model, engine, _), r in first.items():
+            right.scatter(r["p50_ms"], 100 * r["accuracy"], s=40, label=f"{Path(model).name} {engine} {_precision(r)}")
+        right.set_xscale("log")
+        right.xaxis.set_major_formatter(plain)
+        right.xaxis.set_minor_formatter(plain)
         right.set(xlabel=f"p50 latency at batch {scored[0]['batch']} (ms)", ylabel="accuracy (%)",
                   title="speed / accuracy")
     else:
         right.set(xlabel="batch size", ylabel="samples / s", title="throughput")
-        right.legend(fontsize=8)
+    right.legend(fontsize=8)
     batches = sorted({r["batch"] for r in results})
     for ax in (left,) if scored else (left, right):
         if len(batches) > 1:
@@ -120,6 +123,8 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
         ax.set_xticks(batches, [str(b) for b in batches])
     # Engines and precisions differ by multiples: a log axis keeps the fast ones readable.
     left.set_yscale("log")
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_formatter(plain)
     left.legend(fontsize=8)
     fig.suptitle(f"radiofm bench: {machine_line(doc)}", fontsize=9)
     fig.tight_layout()
