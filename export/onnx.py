@@ -242,7 +242,7 @@ def compare(task: str, reference: Sequence[np.ndarray], candidate: Sequence[np.n
     return {"max_abs_diff": max_abs, "agreement": agreement, "cosine": float(cos.min())}
 
 
-def accuracy(task: str, logits: np.ndarray, targets: np.ndarray) -> float:
+def accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     """Top-1 accuracy (classifier) or pixel accuracy (segmenter)."""
     return float((logits.argmax(1) == targets).mean())
 
@@ -280,7 +280,7 @@ def export(
     validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
     unless ``validation`` gives one. ``atol`` replaces the max |diff| tolerance of ``precision``
     (see ``TOLERANCES``). ``task`` exports another head of the same weights (``encode``
-    from a classifier); it then needs its own ``out``.
+    of an MAE); it then needs its own ``out``.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -301,104 +301,111 @@ def export(
     cfg = model.cfg
     out = Path(out) if out is not None else folder
     out.mkdir(parents=True, exist_ok=True)
-    source_sha = sha256_file(folder / WEIGHTS_FILE)
 
     val = validation if validation is not None else validation_set(cfg, samples)
     log(f"validation set: {len(val.images)} samples, {val.source}")
-    reference = run_torch(model, val.images)
     tolerances = dict(TOLERANCES)
     if atol is not None:
         tolerances[precision] = replace(tolerances[precision], max_abs_diff=atol)
-    common = dict(cfg=cfg, source_sha=source_sha, val=val, reference=reference, out=out, tolerances=tolerances,
-                  batch_sizes=tuple(batch_sizes), opset=opset, threads=threads)
+    checker = _Checker(model, out, sha256_file(folder / WEIGHTS_FILE), val, run_torch(model, val.images),
+                       tolerances, tuple(batch_sizes), opset, threads)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         log(f"exporting {cfg.name} {cfg.task} (opset {opset})")
-        graph = export_graph(model, fp32, opset)
-        onnx.save(set_metadata(graph, cfg, source_sha, "fp32"), str(fp32))
-        results = [_finish(fp32, "fp32", **common)]
-        fp32 = results[0].path
+        onnx.save(checker.stamp(export_graph(model, fp32, opset), "fp32"), str(fp32))
+        results = [checker.finish(fp32, "fp32")]
         if not results[0].passed:
             return results  # nothing sound can be derived from a graph that does not match torch
+        fp32 = results[0].path
         if precision == "fp16":
             log("converting to fp16 (LayerNorm, Softmax, Pow kept fp32)")
             half = Path(tmp) / "fp16.onnx"
-            onnx.save(set_metadata(convert_fp16(onnx.load(str(fp32))), cfg, source_sha, "fp16"), str(half))
-            results.append(_finish(half, "fp16", **common))
+            onnx.save(checker.stamp(convert_fp16(onnx.load(str(fp32))), "fp16"), str(half))
+            results.append(checker.finish(half, "fp16"))
         elif precision == "int8":
             calib_set = calib if isinstance(calib, Samples) or calib is None else calibration_set(calib, cfg)
             log("quantising to int8 " + (f"(static QDQ, calibrated on {calib_set.source})" if calib_set else "(dynamic)"))
             q = Path(tmp) / "int8.onnx"
             method = quantize_int8(fp32, q, calib_set.images if calib_set else None)
-            onnx.save(set_metadata(onnx.load(str(q)), cfg, source_sha, "int8"), str(q))
-            results.append(_finish(q, "int8", **common, method=method, model=model, calib_set=calib_set))
+            onnx.save(checker.stamp(onnx.load(str(q)), "int8"), str(q))
+            results.append(checker.finish(q, "int8", method=method, calib_set=calib_set))
     return results
 
 
-def _finish(path: Path, precision: str, *, cfg: ModelConfig, source_sha: str, val: Samples, reference,
-            out: Path, tolerances: dict[str, Tolerance], batch_sizes, opset: int, threads: int | None, method: str | None = None,
-            model=None, calib_set: Samples | None = None) -> ExportResult:
-    """Validate a candidate file, record it in onnx.json and move it to its final (or rejected) name."""
-    tolerance = tolerances[precision]
-    session = onnx_session(path, threads)
-    parity, outputs = validate(session, cfg.task, reference, val.images, batch_sizes)
-    failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
-    entry: dict[str, Any] = {
-        "file": ONNX_FILES[precision],
-        "precision": precision,
-        "opset": opset,
-        "inputs": [i.name for i in session.get_inputs()],
-        "outputs": [o.name for o in session.get_outputs()],
-        "batch": "dynamic",
-        "validation": {"samples": len(val.images), "source": val.source},
-        "parity": parity,
-        "tolerance": _checked(tolerance, cfg.task),
-        "passed": not failures,
-        "failures": failures,
-        "source_sha256": source_sha,
-        "radiofm_version": _radiofm_version(),
-        "created": utc_now(),
-    }
-    if precision == "int8":
-        entry["method"] = method
-        entry.update(_accuracy_change(session, model, cfg, val, outputs, reference, calib_set))
-    if failures:
-        entry["file"] = ONNX_FILES[precision].replace(".onnx", ".rejected.onnx")
-    final = out / entry["file"]
-    del session  # release the file before it is moved
-    os.replace(path, final)
-    update_report(out, precision, entry)
-    return ExportResult(precision, final, entry)
+@dataclass
+class _Checker:
+    """What every candidate file of one export is checked against: the torch model, its outputs on
+    the validation set, and the tolerances. ``finish`` validates a file and places it."""
+
+    model: torch.nn.Module
+    out: Path
+    source_sha: str
+    val: Samples
+    reference: list[np.ndarray]
+    tolerances: dict[str, Tolerance]
+    batch_sizes: tuple[int, ...]
+    opset: int
+    threads: int | None
+
+    def stamp(self, graph: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+        return set_metadata(graph, self.model.cfg, self.source_sha, precision)
+
+    def finish(self, path: Path, precision: str, method: str | None = None,
+               calib_set: Samples | None = None) -> ExportResult:
+        """Validate a candidate file, record it in onnx.json and move it to its final (or rejected) name."""
+        task = self.model.cfg.task
+        tolerance = self.tolerances[precision]
+        session = onnx_session(path, self.threads)
+        parity, outputs = validate(session, task, self.reference, self.val.images, self.batch_sizes)
+        failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
+        entry: dict[str, Any] = {
+            "file": ONNX_FILES[precision] if not failures else ONNX_FILES[precision].replace(".onnx", ".rejected.onnx"),
+            "precision": precision,
+            "opset": self.opset,
+            "inputs": [i.name for i in session.get_inputs()],
+            "outputs": [o.name for o in session.get_outputs()],
+            "batch": "dynamic",
+            "validation": {"samples": len(self.val.images), "source": self.val.source},
+            "parity": parity,
+            "tolerance": _checked(tolerance, task),
+            "passed": not failures,
+            "failures": failures,
+            "source_sha256": self.source_sha,
+            "radiofm_version": _radiofm_version(),
+            "created": utc_now(),
+        }
+        if precision == "int8":
+            entry["method"] = method
+            entry.update(self.accuracy_change(session, outputs, calib_set))
+        final = self.out / entry["file"]
+        del session  # release the file before it is moved
+        os.replace(path, final)
+        update_report(self.out, precision, entry)
+        return ExportResult(precision, final, entry)
+
+    def accuracy_change(self, session, outputs: list[np.ndarray], calib_set: Samples | None) -> dict[str, Any]:
+        """int8 accuracy minus torch fp32 accuracy, on the calibration data when it has labels, else on
+        the validation set; None where neither has labels for this model."""
+        data = calib_set if calib_set is not None and calib_set.targets is not None else self.val
+        if self.model.cfg.task == "encode" or data.targets is None:
+            return {"accuracy_change": None, "accuracy": None}
+        if data is self.val:
+            torch_logits, onnx_logits = self.reference[0], outputs[0]
+        else:
+            torch_logits, onnx_logits = run_torch(self.model, data.images)[0], run_onnx(session, data.images, 16)[0]
+        acc_torch, acc_onnx = accuracy(torch_logits, data.targets), accuracy(onnx_logits, data.targets)
+        return {
+            "accuracy_change": acc_onnx - acc_torch,
+            "accuracy": {"torch_fp32": acc_torch, "onnx_int8": acc_onnx, "samples": len(data.images),
+                         "data": data.source},
+        }
 
 
 def _checked(tolerance: Tolerance, task: str) -> dict[str, float]:
     """The bounds that apply to ``task``: agreement where there are classes, cosine where there are none."""
     unused = "agreement" if task == "encode" else "cosine"
     return {k: v for k, v in asdict(tolerance).items() if v is not None and k != unused}
-
-
-def _accuracy_change(session, model, cfg: ModelConfig, val: Samples, outputs, reference,
-                     calib_set: Samples | None) -> dict[str, Any]:
-    """int8 accuracy minus torch fp32 accuracy, on the calibration data when given (it has labels),
-    else on the validation set; None when the data has no labels."""
-    if cfg.task == "encode":
-        return {"accuracy_change": None, "accuracy": None}
-    data = calib_set if calib_set is not None and calib_set.targets is not None else val
-    if data.targets is None:
-        return {"accuracy_change": None, "accuracy": None}
-    if data is val:
-        torch_logits, onnx_logits = reference[0], outputs[0]
-    else:
-        torch_logits = run_torch(model, data.images)[0]
-        onnx_logits = run_onnx(session, data.images, 16)[0]
-    acc_torch = accuracy(cfg.task, torch_logits, data.targets)
-    acc_onnx = accuracy(cfg.task, onnx_logits, data.targets)
-    return {
-        "accuracy_change": acc_onnx - acc_torch,
-        "accuracy": {"torch_fp32": acc_torch, "onnx_int8": acc_onnx, "samples": len(data.images),
-                     "data": data.source},
-    }
 
 
 def _radiofm_version() -> str:
