@@ -148,8 +148,11 @@ def demo(
     out: Path = typer.Option(Path("radiofm-demo.png"), help="Picture of the captures with predicted labels and masks."),
     seed: int = typer.Option(2026, help="Seed of the fresh captures."),
 ):
-    """Run the bundled models on fresh synthetic captures: ONNX export, predictions beside the truth,
-    accuracy and latency per engine, and a picture."""
+    """Run the bundled models on fresh synthetic captures, on every engine here.
+
+    Exports the zoo models to ONNX (once, cached), prints predictions beside the true labels, the
+    accuracy and a latency table per engine, and writes a picture of the captures.
+    """
     from radiofm.demo import run_demo
 
     try:
@@ -207,8 +210,10 @@ def predict(
     sample_rate: Optional[float] = typer.Option(None, help="IQ sample rate in Hz, where the file does not record it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Classify or segment spectrograms and IQ recordings. Long IQ recordings are cut into the
-    model's capture length and predicted window by window."""
+    """Classify or segment spectrograms and IQ recordings.
+
+    Long IQ recordings are cut into the model's capture length and predicted window by window.
+    """
     import json
 
     from radiofm.io import read_input
