@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from radiofm.checkpoint import atomic_path, write_json_atomic
+
 from .metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata, utc_now
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
@@ -150,7 +152,12 @@ class EngineBuilder:
         self.trt = require_tensorrt()
         trt = self.trt
         self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-        self.builder = trt.Builder(self.logger)
+        try:
+            # Without a usable CUDA context TensorRT logs "CUDA initialization failure" and the
+            # binding raises TypeError from a null builder.
+            self.builder = trt.Builder(self.logger)
+        except TypeError:
+            self.builder = None
         if self.builder is None:
             raise TensorRTUnavailable("TensorRT could not initialise CUDA on this machine; check the NVIDIA driver (nvidia-smi)")
         self.workspace_gib = workspace_gib
@@ -179,9 +186,6 @@ class EngineBuilder:
         serialized = self.builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_file}; rerun with verbose=True for its log")
-        self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        from radiofm.checkpoint import atomic_path
-
         with atomic_path(self.timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         return bytes(serialized)
@@ -238,8 +242,6 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
                  workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None,
                  build_command: str = "") -> Path:
     """Build ``model.<precision>.plan`` in ``out`` from ``onnx_file`` and write its sidecar; returns the plan path."""
-    from radiofm.checkpoint import atomic_path, write_json_atomic
-
     builder = EngineBuilder(workspace_gib, timing_cache)
     plan = builder.build(onnx_file, precision, profile)
     engine = Path(out) / f"model.{precision}.plan"
@@ -301,7 +303,7 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     """
     import numpy as np
 
-    from radiofm.checkpoint import load_model, resolve_model_dir, write_json_atomic
+    from radiofm.checkpoint import load_model, resolve_model_dir
 
     from . import onnx as onnx_export
     from .samples import validation_set
