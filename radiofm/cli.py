@@ -345,6 +345,7 @@ def train_finetune(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 0.05 full, 0 linear probe]"),
     layer_decay: float = typer.Option(0.75, "--layer-decay", help="Layer-wise lr decay (full mode)."),
     drop_path: float = typer.Option(0.1, "--drop-path", help="Stochastic depth rate (full mode)."),
+    img_size: Optional[str] = typer.Option(None, "--img-size", help="Input grid HxW, e.g. 256x64 [default: the init model's]."),
     amp: str = _AMP, seed: int = _SEED, ckpt_every: int = _CKPT, threads: Optional[int] = _THREADS,
     resume: bool = _RESUME, progress: bool = _PROGRESS,
 ):
@@ -352,14 +353,23 @@ def train_finetune(
     from radiofm.training.finetune import finetune
 
     full = mode == "full"
+    size = None
+    if img_size is not None:
+        try:
+            size = tuple(int(v) for v in img_size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2:
+            fail(f"--img-size must look like 256x64 (height x width), got {img_size!r}")
     wd = weight_decay if weight_decay is not None else (0.05 if full else 0.0)
     tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, wd, layer_decay if full else None,
                        amp, seed, ckpt_every, threads, resume, progress,
                        dict(command="finetune", task=task, data=str(data), init=init, model=model, mode=mode,
-                            label_fraction=label_fraction, class_weights=class_weights, drop_path=drop_path))
+                            label_fraction=label_fraction, class_weights=class_weights, drop_path=drop_path,
+                            img_size=img_size))
     try:
         final = finetune(task, data, tc, init=init, model=model, mode=mode, label_fraction=label_fraction,
-                         class_weights=class_weights, drop_path=drop_path)
+                         class_weights=class_weights, drop_path=drop_path, img_size=size)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     console.print(f"wrote {final}")

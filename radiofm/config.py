@@ -184,6 +184,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
                      decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4),
     "vit-nano": dict(img_size=(128, 128), embed_dim=192, depth=6, num_heads=3,
                      decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    # The zoo's size: vit-nano's grid at two thirds of the width and depth, ~3x faster to train on a CPU.
+    "vit-pico": dict(img_size=(128, 128), embed_dim=128, depth=4, num_heads=4,
+                     decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
     "vit-micro": dict(img_size=(32, 32), patch_size=8, embed_dim=64, depth=2, num_heads=2,
                       decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2),
 }
@@ -192,7 +195,7 @@ PRESET_NAMES = tuple(_PRESETS)
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
-    """A named size (``vit-s``, ``vit-m``, ``vit-l``, ``vit-tiny``, ``vit-nano``, ``vit-micro``)."""
+    """A named size (``vit-s``, ``vit-m``, ``vit-l``, ``vit-tiny``, ``vit-nano``, ``vit-pico``, ``vit-micro``)."""
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(_PRESETS)}")
     return ModelConfig(name=name, **{**_PRESETS[name], **overrides})

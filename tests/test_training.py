@@ -223,6 +223,15 @@ def test_full_finetune_moves_the_encoder_and_label_fraction_subsets(classify_dir
     assert json.loads((tmp_path / "ft" / "args.json").read_text())["plan"]["items"] == 4  # 2 of 8 per class
 
 
+def test_finetune_on_another_input_grid_keeps_the_encoder_and_rebuilds_positions(classify_dir, mae_folder, tmp_path):
+    finetune("classify", classify_dir, _tc(tmp_path / "g", epochs=1), init=str(mae_folder), mode="linear-probe",
+             img_size=(64, 16))
+    model = load_model(tmp_path / "g")
+    assert model.cfg.img_size == (64, 16) and model.pos_embed.shape == (1, 1 + 8 * 2, 64)
+    before = load_file(str(mae_folder / "model.safetensors"))
+    assert torch.equal(model.blocks[1].mlp.fc2.weight, before["blocks.1.mlp.fc2.weight"])
+
+
 def test_three_channel_patch_embedding_from_one_channel_embeds_equal_channels_alike():
     w = torch.randn(16, 1, 8, 8)
     w3 = adapt_patch_embed(w, 3, "init")

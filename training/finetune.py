@@ -15,7 +15,6 @@ the input scale).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from radiofm.config import preset
 from radiofm.model import build_model
 
 from .loop import TrainConfig, train
-from .prepared import PreparedData, fit_preprocess, input_kind, label_subset, open_data, prepare_data
+from .prepared import PreparedData, capture_of, fit_preprocess, input_kind, label_subset, open_data, prepare_data
 
 MODES = ("linear-probe", "full")
 FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
@@ -35,7 +34,7 @@ FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
 
 def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = None, model: str | None = None,
              mode: str = "full", label_fraction: float = 1.0, class_weights: str = "none",
-             drop_path: float = 0.1) -> Path:
+             drop_path: float = 0.1, img_size: tuple[int, int] | None = None) -> Path:
     if task not in ("classify", "segment"):
         raise ValueError(f"--task must be classify or segment, got {task!r}")
     if mode not in MODES:
@@ -45,7 +44,8 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
                          "and --model (a size preset, to train from scratch)")
     dataset = open_data(data, task)
     classes = list(dataset.classes)
-    net, cfg = build_finetune_model(task, classes, dataset, init, model, drop_path if mode == "full" else 0.0, tc.seed)
+    net, cfg = build_finetune_model(task, classes, dataset, init, model, drop_path if mode == "full" else 0.0, tc.seed,
+                                    img_size)
     if mode == "linear-probe":
         for name, p in net.named_parameters():
             if name.startswith(FROZEN_IN_LINEAR_PROBE):
@@ -66,19 +66,21 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
 
 
 def build_finetune_model(task: str, classes: list[str], dataset, init: str | None, model: str | None,
-                         drop_path: float, seed: int):
-    """The model to fine-tune and its config; encoder weights from ``init`` when given."""
+                         drop_path: float, seed: int, img_size: tuple[int, int] | None = None):
+    """The model to fine-tune and its config; encoder weights from ``init`` when given.
+
+    ``img_size`` changes the input grid (default: the init model's or preset's). The encoder's weights
+    do not depend on it; the sin-cos position tables are rebuilt for the new grid, never loaded."""
     kind = input_kind(dataset)
     chans = int(np.shape(dataset[0][0])[0]) if kind == "csi" else 1
-    if init is not None:
-        base = load_config(init)
-        pre = base.preprocess
-        if kind != pre.kind:  # a spectrogram encoder meeting CSI: the input scaling must come from the CSI data
-            pre = fit_preprocess(dataset, base.img_size, seed=seed)
-    else:
-        base = preset(model)
+    base = load_config(init) if init is not None else preset(model)
+    if img_size is not None:
+        base = base.replace(img_size=tuple(img_size))
+    pre = base.preprocess
+    # From scratch, or a spectrogram encoder meeting CSI: the input scaling must come from the data.
+    if init is None or kind != pre.kind:
         pre = fit_preprocess(dataset, base.img_size, seed=seed)
-    pre = replace(pre, sample_rate=dataset.sample_rate if dataset.sample_rate else pre.sample_rate)
+    pre = capture_of(dataset, pre)
     cfg = base.replace(task=task, num_classes=len(classes), labels=classes, in_chans=chans, preprocess=pre)
     torch.manual_seed(seed)
     net = build_model(cfg, drop_path=drop_path)
@@ -89,7 +91,8 @@ def build_finetune_model(task: str, classes: list[str], dataset, init: str | Non
         missing = [k for k in own if k.startswith(("patch_embed.", "blocks.", "cls_token")) and k not in state]
         if missing:
             raise ValueError(f"{resolve_model_dir(init)} holds no encoder weights for {missing[:3]}: not a {base.name} encoder")
-        net.load_state_dict({k: v.float() for k, v in state.items() if k in own}, strict=False)
+        fixed = ("pos_embed", "decoder_pos_embed")
+        net.load_state_dict({k: v.float() for k, v in state.items() if k in own and k not in fixed}, strict=False)
     return net, cfg
 
 

@@ -62,6 +62,14 @@ def input_kind(dataset) -> str:
     return "csi" if np.ndim(dataset[0][0]) == 3 else "spectrogram"
 
 
+def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
+    """``pre`` with the data's sample rate and, where every capture has one length, its IQ sample count
+    (the SDK's streaming window); what the dataset does not say is left as it was."""
+    generator = getattr(dataset, "manifest", {}).get("generator", {})
+    return replace(pre, sample_rate=dataset.sample_rate or pre.sample_rate,
+                   capture_samples=generator.get("num_samples") or pre.capture_samples)
+
+
 def fit_preprocess(dataset, img_size, max_items: int = 256, seed: int = 0) -> PreprocessConfig:
     """Preprocessing calibrated on (a sample of) ``dataset``: the Normalize mean/std per channel, and for
     CSI the min-max affine. Spectrograms keep the paper's dB affine; only the Normalize adapts, since our

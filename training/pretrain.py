@@ -8,7 +8,6 @@ original, masked input, and reconstruction (visible patches pasted back, as MAE 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from radiofm.config import preset
 from radiofm.model import build_model, patchify, unpatchify
 
 from .loop import TrainConfig, train
-from .prepared import fit_preprocess, open_data, prepare_data
+from .prepared import capture_of, fit_preprocess, open_data, prepare_data
 
 SAMPLES_SHOWN = 4
 
@@ -27,7 +26,7 @@ def pretrain(data: str | Path, model: str, mask_ratio: float, tc: TrainConfig, s
              norm_pix_loss: bool = False) -> Path:
     dataset = open_data(data, "mae")
     size = preset(model).img_size
-    pre = replace(fit_preprocess(dataset, size, seed=tc.seed), sample_rate=dataset.sample_rate)
+    pre = capture_of(dataset, fit_preprocess(dataset, size, seed=tc.seed))
     cfg = preset(model, task="mae", mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, preprocess=pre)
     if pre.kind == "csi":
         cfg = cfg.replace(in_chans=len(pre.mean))
