@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import torch
 
-from radiofm.checkpoint import WEIGHTS_FILE, load_config, load_model, resolve_model_dir
+from radiofm.checkpoint import WEIGHTS_FILE, ZOO_DIR, load_config, load_model, resolve_model_dir
 from radiofm.config import ModelConfig
 
 from .metadata import (
@@ -275,7 +275,8 @@ def export(
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
     per file written: fp32 always (the other precisions derive from it), then the one asked for.
 
-    ``calib`` (a dataset folder, or prepared ``Samples``) makes int8 static QDQ and is where its
+    ``out`` defaults to the model folder (a zoo model's: see ``default_out``). ``calib`` (a dataset
+    folder, or prepared ``Samples``) makes int8 static QDQ and is where its
     accuracy change is measured; without it int8 is dynamic and the change is measured on the
     validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
     unless ``validation`` gives one. ``atol`` replaces the max |diff| tolerance of ``precision``
@@ -299,8 +300,9 @@ def export(
         raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
     model = load_model(folder, task=task)
     cfg = model.cfg
-    out = Path(out) if out is not None else folder
+    out = Path(out) if out is not None else default_out(folder)
     out.mkdir(parents=True, exist_ok=True)
+    log(f"writing to {out}")
 
     val = validation if validation is not None else validation_set(cfg, samples)
     log(f"validation set: {len(val.images)} samples, {val.source}")
@@ -331,6 +333,15 @@ def export(
             onnx.save(checker.stamp(onnx.load(str(q)), "int8"), str(q))
             results.append(checker.finish(q, "int8", method=method, calib_set=calib_set))
     return results
+
+
+def default_out(folder: Path) -> Path:
+    """The model folder itself; for a zoo model (inside the installed package, perhaps read-only)
+    ``$RADIOFM_CACHE`` (default ``~/.cache/radiofm``) / ``<name>-<weights sha256[:12]>``."""
+    if folder.resolve().parent != ZOO_DIR.resolve():
+        return folder
+    cache = Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
+    return cache / f"{folder.name}-{sha256_file(folder / WEIGHTS_FILE)[:12]}"
 
 
 @dataclass

@@ -443,7 +443,7 @@ def export_(
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 becomes static QDQ calibrated on it."),
     batch: str = typer.Option("1:8:64", "--batch", help="TensorRT batch profile MIN:OPT:MAX."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the model folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the model folder; zoo models: ~/.cache/radiofm)."),
     task: Optional[str] = typer.Option(None, "--task", help="Export another head of the weights (encode)."),
     samples: int = typer.Option(64, "--samples", help="Validation samples, run at batch sizes 1, 2, 7 and 16."),
     atol: Optional[float] = typer.Option(None, "--atol", help="Max |onnx - torch| allowed for --precision (default: fp32 1e-4, others unchecked)."),
@@ -471,8 +471,9 @@ def export_(
                                           samples, command, log)
     except TensorRTUnavailable as e:
         from radiofm.checkpoint import resolve_model_dir
+        from radiofm.export.onnx import default_out
 
-        fail(f"{e}; the ONNX model is written to {out or resolve_model_dir(model)}")
+        fail(f"{e}; the ONNX model is written to {out or default_out(resolve_model_dir(model))}")
     except (ExportError, EngineMismatch, ValueError, FileNotFoundError, RuntimeError) as e:
         fail(str(e))
     entries = [r.entry for r in results]

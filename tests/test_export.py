@@ -200,6 +200,19 @@ def test_refuses_what_cannot_be_exported(mae_dir, tmp_path):
         export(mae_dir, precision="int8", calib=tmp_path / "nowhere")
 
 
+def test_exports_go_beside_the_model_and_zoo_exports_to_the_cache(classifier_dir, monkeypatch, tmp_path):
+    from radiofm.checkpoint import ZOO_DIR, zoo_names
+    from radiofm.export.onnx import default_out
+
+    assert default_out(classifier_dir) == classifier_dir
+    if not zoo_names():
+        pytest.skip("no zoo model in this checkout")
+    monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path))
+    name = zoo_names()[0]
+    out = default_out(ZOO_DIR / name)
+    assert out.parent == tmp_path and out.name.startswith(f"{name}-")
+
+
 def test_calibration_set_reads_a_dataset_folder_as_model_input(tmp_path):
     from radiofm.export.samples import calibration_set
     from radiofm.training.synth import synthesize
