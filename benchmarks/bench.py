@@ -81,6 +81,7 @@ class Subject:
     weights: str  # "random" (a preset) or "trained"
     onnx: dict[str, Path] = field(default_factory=dict)
     export_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # per precision: passed, int8 method
+    unavailable: dict[str, str] = field(default_factory=dict)  # ONNX precisions that could not be made: why
     data_file: Path | None = None
 
 
@@ -122,7 +123,8 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     from radiofm.export.onnx import export, sha256_file
 
     source_sha = sha256_file(subject.folder / "model.safetensors")
-    for precision in precisions:
+    # Every export writes fp32 first: asking for fp32 last finds it already made.
+    for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
         if (subject.folder / ONNX_FILES[precision]).is_file() and not static:
             entry = read_report(subject.folder).get(precision, {"file": ONNX_FILES[precision]})
@@ -135,7 +137,11 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=16, batch_sizes=(1, 4), log=lambda m: log(f"  {m}"))
-                entry = results[-1].entry
+                entry = next((r.entry for r in results if r.precision == precision), None)
+                if entry is None:  # nothing is derived from an fp32 graph that failed its parity check
+                    failures = "; ".join(results[0].entry["failures"])
+                    subject.unavailable[precision] = f"the fp32 export it derives from failed parity ({failures})"
+                    continue
         subject.onnx[precision] = out / entry["file"]
         subject.export_info[precision] = {"export_passed": entry.get("passed"), "export_method": entry.get("method")}
 
@@ -264,6 +270,10 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
             })
             records = []
             for engine, precision in pairs:
+                if engine == "onnx" and precision in subject.unavailable:
+                    doc["skipped"].append({"model": name, "engine": engine, "precision": precision,
+                                           "reason": subject.unavailable[precision]})
+                    continue
                 for i, batch in enumerate(sorted(set(settings.batches))):
                     log(f"{name}: {engine} {precision} batch {batch}")
                     spec = {

@@ -49,7 +49,8 @@ def markdown(doc: dict[str, Any]) -> str:
         if scored:
             cells += [_percent(r.get("accuracy")), _percent(r.get("agreement_vs_fp32"))]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = _peak_notes(doc) + [f"skipped {x['engine']} {x['precision']}: {x['reason']}" for x in doc["skipped"]]
+    notes = _peak_notes(doc) + [f"skipped {x.get('model', 'all models')} {x['engine']} {x['precision']}: {x['reason']}"
+                               for x in doc["skipped"]]
     notes += [f"failed {x['model']} {x['engine']} {x['precision']} batch {x['batch']}: {x['error'].splitlines()[0]}"
               for x in doc["failures"]]
     if notes:
