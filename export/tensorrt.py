@@ -11,14 +11,20 @@ parsing, sidecars, compatibility checks) works without it.
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from radiofm.checkpoint import atomic_path, write_json_atomic
+from radiofm.engines import (  # noqa: F401  (EngineMismatch, check_engine_compatible: re-exported)
+    EngineMismatch,
+    TensorRTEngine,
+    check_engine_compatible,
+    cuda_devices,
+    read_sidecar,
+    sidecar_path,
+)
 
 from .metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata, utc_now
 
@@ -30,10 +36,6 @@ FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 
 class TensorRTUnavailable(RuntimeError):
     """TensorRT or a CUDA GPU is missing on this machine."""
-
-
-class EngineMismatch(RuntimeError):
-    """An engine was built for another TensorRT version or GPU."""
 
 
 # --------------------------------------------------------------------------- batch profile
@@ -64,29 +66,6 @@ def parse_batch_profile(text: str) -> BatchProfile:
 
 
 # --------------------------------------------------------------------------- the machine
-def cuda_devices() -> list[dict[str, Any]]:
-    """Name and compute capability of each CUDA GPU, read from the driver (libcuda); [] without one."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return []
-    if cuda.cuInit(0) != 0:
-        return []
-    count = ctypes.c_int()
-    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return []
-    devices = []
-    for i in range(count.value):
-        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        name = ctypes.create_string_buffer(256)
-        cuda.cuDeviceGet(ctypes.byref(dev), i)
-        cuda.cuDeviceGetName(name, len(name), dev)
-        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._MINOR
-        devices.append({"gpu_name": name.value.decode(), "compute_capability": f"{major.value}.{minor.value}"})
-    return devices
-
-
 def require_tensorrt():
     """The ``tensorrt`` module, or TensorRTUnavailable with one line saying what is missing and how to get it."""
     missing = []
@@ -108,36 +87,6 @@ def current_runtime() -> dict[str, str]:
     return {"tensorrt_version": trt.__version__, **cuda_devices()[0]}
 
 
-def check_engine_compatible(sidecar: dict[str, Any], runtime: dict[str, str] | None = None) -> None:
-    """Raise EngineMismatch when an engine's sidecar names another TensorRT version or GPU than
-    ``runtime`` (this machine by default); the message says how to rebuild."""
-    runtime = runtime if runtime is not None else current_runtime()
-    required = ("tensorrt_version", "gpu_name", "compute_capability")
-    absent = [k for k in required if k not in sidecar]
-    rebuild = sidecar.get("build_command") or "radiofm export MODEL --engine trt --precision PRECISION"
-    if absent:
-        raise EngineMismatch(f"engine metadata lacks {', '.join(absent)}; rebuild the engine here: {rebuild}")
-    differences = [
-        f"{label} {sidecar[key]} (this machine: {runtime[key]})"
-        for key, label in (("tensorrt_version", "TensorRT"), ("gpu_name", "GPU"), ("compute_capability", "compute capability"))
-        if str(sidecar[key]) != str(runtime[key])
-    ]
-    if differences:
-        raise EngineMismatch(
-            f"engine {sidecar.get('engine_file', '')} was built for {'; '.join(differences)}. TensorRT engines run "
-            f"only on the TensorRT version and GPU they were built with: rebuild it on this machine with `{rebuild}`"
-        )
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    return Path(f"{engine}.json")
-
-
-def read_sidecar(engine: str | os.PathLike) -> dict[str, Any]:
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: an engine without its metadata cannot be checked; rebuild it")
-    return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------- building
@@ -254,42 +203,6 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
     return engine
 
 
-def load_engine(engine: str | os.PathLike):
-    """Deserialize an engine after checking its sidecar against this machine."""
-    check_engine_compatible(read_sidecar(engine))
-    trt = require_tensorrt()
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    loaded = runtime.deserialize_cuda_engine(Path(engine).read_bytes())
-    if loaded is None:
-        raise EngineMismatch(f"TensorRT could not deserialize {engine} (corrupted file or built elsewhere); rebuild it here")
-    return loaded
-
-
-def run_engine(engine, images):
-    """Run a deserialized engine on a CPU float32 array (N, C, H, W); returns numpy outputs in engine order.
-    Uses torch CUDA tensors for device memory, so it needs a CUDA build of torch."""
-    import numpy as np
-    import torch
-
-    trt = require_tensorrt()
-    context = engine.create_execution_context()
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
-    context.set_input_shape(INPUT_NAME, tuple(x.shape))
-    context.set_tensor_address(INPUT_NAME, x.data_ptr())
-    outputs = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-            y = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-            context.set_tensor_address(name, y.data_ptr())
-            outputs.append(y)
-    stream = torch.cuda.current_stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError("TensorRT execution failed")
-    stream.synchronize()
-    return [y.cpu().numpy() for y in outputs]
-
-
 # --------------------------------------------------------------------------- the export command
 def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
                   calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
@@ -330,10 +243,10 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     model = load_model(resolve_model_dir(source))
     val = validation_set(model.cfg, samples)
     reference = onnx_export.run_torch(model, val.images)
-    loaded = load_engine(engine)
+    loaded = TensorRTEngine(engine)
     parity = {}
     for b in sorted({min(max(b, profile.min), profile.max) for b in onnx_export.BATCH_SIZES}):
-        chunks = [run_engine(loaded, val.images[i:i + b]) for i in range(0, len(val.images), b)]
+        chunks = [loaded.run(val.images[i:i + b]) for i in range(0, len(val.images), b)]
         outputs = [np.concatenate(parts) for parts in zip(*chunks)]
         parity[str(b)] = onnx_export.compare(model.cfg.task, reference, outputs)
     tolerance = onnx_export.TOLERANCES["fp32" if precision == "fp32" else precision]

@@ -192,14 +192,66 @@ class OnnxEngine(Engine):
 
 
 # --------------------------------------------------------------------------- TensorRT
-def trt_sidecar_problem(sidecar: dict, trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
-    """Why an engine built as ``sidecar`` records cannot run here, or None if it can."""
-    built = (sidecar.get("tensorrt_version"), sidecar.get("gpu_name"), sidecar.get("compute_capability"))
-    if built[0] != trt_version:
-        return f"it was built with TensorRT {built[0]}, this machine has TensorRT {trt_version}"
-    if built[2] != compute_capability or built[1] != gpu_name:
-        return f"it was built for {built[1]} (sm {built[2]}), this GPU is {gpu_name} (sm {compute_capability})"
-    return None
+class EngineMismatch(ValueError):
+    """A TensorRT engine was built for another TensorRT version or GPU."""
+
+
+def cuda_devices() -> list[dict[str, str]]:
+    """Name and compute capability of each CUDA GPU, read from the driver (libcuda); [] without one.
+    Needs neither torch nor TensorRT."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return []
+    if cuda.cuInit(0) != 0:
+        return []
+    count = ctypes.c_int()
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    devices = []
+    for i in range(count.value):
+        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        name = ctypes.create_string_buffer(256)
+        cuda.cuDeviceGet(ctypes.byref(dev), i)
+        cuda.cuDeviceGetName(name, len(name), dev)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._MINOR
+        devices.append({"gpu_name": name.value.decode(), "compute_capability": f"{major.value}.{minor.value}"})
+    return devices
+
+
+def sidecar_path(engine) -> Path:
+    return Path(f"{engine}.json")
+
+
+def read_sidecar(engine) -> dict:
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: an engine without its metadata cannot be checked; "
+                                f"rebuild it with `radiofm export MODEL --engine trt`")
+    return json.loads(path.read_text())
+
+
+def check_engine_compatible(sidecar: dict, runtime: dict[str, str]) -> None:
+    """Raise EngineMismatch when an engine's sidecar names another TensorRT version or GPU than
+    ``runtime`` (``tensorrt_version``, ``gpu_name``, ``compute_capability``); the message says how to rebuild."""
+    required = ("tensorrt_version", "gpu_name", "compute_capability")
+    absent = [k for k in required if k not in sidecar]
+    rebuild = sidecar.get("build_command") or "radiofm export MODEL --engine trt --precision PRECISION"
+    if absent:
+        raise EngineMismatch(f"engine metadata lacks {', '.join(absent)}; rebuild the engine here: {rebuild}")
+    differences = [
+        f"{label} {sidecar[key]} (this machine: {runtime[key]})"
+        for key, label in (("tensorrt_version", "TensorRT"), ("gpu_name", "GPU"), ("compute_capability", "compute capability"))
+        if str(sidecar[key]) != str(runtime[key])
+    ]
+    if differences:
+        raise EngineMismatch(
+            f"engine {sidecar.get('engine_file', '')} was built for {'; '.join(differences)}. TensorRT engines run "
+            f"only on the TensorRT version and GPU they were built with: rebuild it on this machine with `{rebuild}`"
+        )
 
 
 class TensorRTEngine(Engine):
@@ -209,24 +261,19 @@ class TensorRTEngine(Engine):
 
     def __init__(self, plan_path, device: str = "cuda"):
         path = Path(plan_path)
-        sidecar_path = path.with_name(path.name + ".json")
-        if not path.is_file() or not sidecar_path.is_file():
-            raise FileNotFoundError(f"{path} or its sidecar {sidecar_path.name} is missing: "
-                                    f"build it with `radiofm export MODEL --engine trt`")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: build it with `radiofm export MODEL --engine trt`")
+        sidecar = read_sidecar(path)
         try:
             import tensorrt as trt
             import torch
         except ImportError as e:
             raise ImportError(f"the TensorRT engine needs tensorrt and CUDA torch ({e}); "
                               f"pip install \"radiofm[gpu]\" on a machine with a CUDA GPU") from e
-        if not torch.cuda.is_available():
+        gpus = cuda_devices()
+        if not gpus or not torch.cuda.is_available():
             raise ValueError("the TensorRT engine needs a CUDA GPU, and none is visible")
-        sidecar = json.loads(sidecar_path.read_text())
-        major, minor = torch.cuda.get_device_capability()
-        problem = trt_sidecar_problem(sidecar, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
-        if problem:
-            raise ValueError(f"cannot load {path}: {problem}. Rebuild it here: "
-                             f"radiofm export MODEL --engine trt --precision {sidecar.get('precision', 'fp16')}")
+        check_engine_compatible(sidecar, {"tensorrt_version": trt.__version__, **gpus[0]})
         self.cfg = ModelConfig.from_dict(sidecar["config"])
         self.precision = sidecar.get("precision", "fp16")
         self.max_batch = int(sidecar["profile"]["max"])

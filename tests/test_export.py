@@ -339,7 +339,8 @@ def test_trt_without_tensorrt_writes_onnx_then_fails_fast_with_one_line(classifi
 @pytest.mark.gpu
 @pytest.mark.skipif(_tensorrt_ready() is not None, reason=f"TensorRT engine build needs TensorRT and a CUDA GPU: {_tensorrt_ready()}")
 def test_trt_fp16_engine_builds_matches_and_records_its_machine(classifier_dir, tmp_path):
-    from radiofm.export.tensorrt import current_runtime, export_engine, load_engine, read_sidecar
+    from radiofm.engines import TensorRTEngine
+    from radiofm.export.tensorrt import current_runtime, export_engine, read_sidecar
 
     cache = tmp_path / "timing.cache"
     results, plan = export_engine(classifier_dir, tmp_path, "fp16", BatchProfile(1, 8, 16), timing_cache=cache, samples=32)
@@ -349,4 +350,4 @@ def test_trt_fp16_engine_builds_matches_and_records_its_machine(classifier_dir, 
     for key, value in current_runtime().items():
         assert sidecar[key] == value
     assert cache.stat().st_size > 0  # written for the next build to reuse
-    load_engine(plan)
+    TensorRTEngine(plan)
