@@ -148,3 +148,9 @@ def test_encoder_view_of_a_pretrained_mae_folder(tmp_path):
         tokens, pooled = enc(x)
         assert torch.equal(tokens, mae.forward_tokens(x)[:, 1:])
         assert torch.allclose(pooled, tokens.mean(1))
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    folder = ckpt.save_model(_model(), tmp_path / "m")
+    for name in ("config.json", "model.safetensors"):
+        assert (folder / name).stat().st_mode & 0o044 == 0o044
