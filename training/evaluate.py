@@ -61,6 +61,7 @@ def accuracy_by_snr(correct: np.ndarray, snr_db: np.ndarray) -> dict:
     return bins
 
 
+@torch.no_grad()
 def evaluate_model(model, data: PreparedData, batch_size: int = 64) -> tuple[dict, np.ndarray | None]:
     """Metrics of ``model`` on ``data``; the confusion matrix too (None for an MAE)."""
     cfg = model.cfg
