@@ -30,7 +30,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"- machine: {machine_line(doc)}",
         f"- date: {doc['created'][:10]}; {versions}",
-        f"- {s['threads']} threads, {s['warmup']} warm-up + {s['repeat']} timed runs per row, each engine in its "
+        f"- {s['threads']} thread{'s' if s['threads'] != 1 else ''} per engine, {s['warmup']} warm-up + {s['repeat']} timed runs per row, each engine in its "
         f"own process" + (f"; load average {load:.2f} at start" if load is not None else ""),
     ]
     for m in doc["models"]:
