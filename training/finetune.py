@@ -34,7 +34,7 @@ FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
 
 def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = None, model: str | None = None,
              mode: str = "full", label_fraction: float = 1.0, class_weights: str = "none",
-             drop_path: float = 0.1, img_size: tuple[int, int] | None = None) -> Path:
+             drop_path: float = 0.1, img_size: tuple[int, int] | None = None) -> Path | None:
     if task not in ("classify", "segment"):
         raise ValueError(f"--task must be classify or segment, got {task!r}")
     if mode not in MODES:

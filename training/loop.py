@@ -113,8 +113,9 @@ EpochHook = Callable[[torch.nn.Module, int], dict | None]
 
 
 def train(model: torch.nn.Module, cfg: ModelConfig, data: PreparedData, loss_fn: LossFn, tc: TrainConfig,
-          on_epoch_end: EpochHook | None = None) -> Path:
-    """Train ``model`` on ``data`` with ``loss_fn(model, x, y, generator) -> loss``; returns ``RUN/final``."""
+          on_epoch_end: EpochHook | None = None) -> Path | None:
+    """Train ``model`` on ``data`` with ``loss_fn(model, x, y, generator) -> loss``; returns ``RUN/final``
+    (None when ``tc.stop_after`` ended the run early)."""
     env = setup_distributed()
     if env.device.type == "cpu":
         torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
@@ -160,7 +161,7 @@ def train(model: torch.nn.Module, cfg: ModelConfig, data: PreparedData, loss_fn:
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         while step < total_steps:
             if tc.stop_after is not None and step >= tc.stop_after:
-                return out / "final"
+                return None
             t0 = time.perf_counter()
             epoch, position = divmod(step, steps_per_epoch)
             batch = epoch_order(len(data), tc.seed, epoch)[position * global_batch : (position + 1) * global_batch]

@@ -23,7 +23,7 @@ SAMPLES_SHOWN = 4
 
 
 def pretrain(data: str | Path, model: str, mask_ratio: float, tc: TrainConfig, sample_every: int = 5,
-             norm_pix_loss: bool = False) -> Path:
+             norm_pix_loss: bool = False) -> Path | None:
     dataset = open_data(data, "mae")
     size = preset(model).img_size
     pre = capture_of(dataset, fit_preprocess(dataset, size, seed=tc.seed))
