@@ -290,3 +290,14 @@ def test_pretrain_cli_writes_the_run_folder(classify_dir, tmp_path):
     assert load_model(run).cfg.task == "mae"  # the run folder stands for its final model
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 4 and {"loss", "lr", "samples_per_s"} <= records[-1].keys()
+
+
+@pytest.mark.parametrize("name, task", [("msm-nano", "mae"), ("signals-nano", "classify"), ("lte-nr-nano", "segment")])
+def test_zoo_models_load_by_name_and_stay_small(name, task):
+    from radiofm.checkpoint import resolve_model_dir
+
+    model = load_model(name)
+    folder = resolve_model_dir(name)
+    assert model.cfg.task == task
+    assert (folder / "model.safetensors").stat().st_size <= 10 * 2**20
+    assert "radiofm eval" in (folder / "README.md").read_text()
