@@ -309,20 +309,20 @@ class TensorRTEngine(Engine):
 
 # --------------------------------------------------------------------------- choosing an engine
 def cuda_visible() -> bool:
-    """A CUDA GPU usable by ONNX Runtime or (if already importable) torch, without importing torch for ONNX apps."""
-    try:
-        import onnxruntime as ort
+    """A CUDA GPU with its driver, asked of libcuda: no torch import, so ONNX applications stay torch-free."""
+    return bool(cuda_devices())
 
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return True
-    except ImportError:
-        pass
-    try:
-        import torch
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()))
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _trt_usable() -> bool:
@@ -358,41 +358,41 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
         raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    # device "auto" means the GPU where the chosen runtime can use it, the CPU otherwise
+    auto_device = device == "auto"
+    if auto_device:
+        device = "cuda" if cuda_visible() else "cpu"
     path = Path(name_or_path)
     if path.suffix == ".onnx":
-        return OnnxEngine(path, "cuda" if device == "cuda" else "cpu", threads)
+        return OnnxEngine(path, "cpu" if auto_device and not _ort_has_cuda() else device, threads)
     if path.suffix == ".plan":
         return TensorRTEngine(path)
-    if not path.is_dir():
+    if not path.is_dir() or not any(path.glob("*.onnx")):
         from radiofm.checkpoint import resolve_model_dir
 
         path = resolve_model_dir(name_or_path)
-    elif not (path / "model.onnx").exists() and not any(path.glob("*.onnx")):
-        from radiofm.checkpoint import resolve_model_dir
-
-        path = resolve_model_dir(path)
     files = find_artifacts(path)
-    if device == "auto":
-        device = "cuda" if cuda_visible() else "cpu"
+    trt_key = f"trt:{'fp16' if precision == 'fp32' else precision}"  # TensorRT's float engines are fp16
     if engine == "auto":
-        if device == "cuda" and _trt_usable() and f"trt:{precision}" in files:
+        if device == "cuda" and _trt_usable() and trt_key in files:
             engine = "trt"
         elif f"onnx:{precision}" in files:
             engine = "onnx"
         else:
             engine = "torch"
     if engine == "trt":
-        key = f"trt:{'fp16' if precision == 'fp32' else precision}"
-        if key not in files:
+        if trt_key not in files:
             raise FileNotFoundError(f"no TensorRT plan for {precision} in {path}: "
                                     f"run `radiofm export {path} --engine trt --precision {precision}`")
-        return TensorRTEngine(files[key])
+        return TensorRTEngine(files[trt_key])
     if engine == "onnx":
         key = f"onnx:{precision}"
         if key not in files:
             raise FileNotFoundError(f"no {ONNX_FILES.get(precision, precision)} in {path}: "
                                     f"run `radiofm export {path} --engine onnx --precision {precision}`")
-        return OnnxEngine(files[key], device, threads)
+        return OnnxEngine(files[key], "cpu" if auto_device and not _ort_has_cuda() else device, threads)
     if "weights" not in files:
         raise FileNotFoundError(f"{path} has no model.safetensors for the torch engine")
+    if auto_device and device == "cuda" and not _torch_has_cuda():
+        device = "cpu"
     return TorchEngine(path, device, precision, threads, task=task)
