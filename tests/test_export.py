@@ -158,13 +158,8 @@ def test_segmenter_matches_torch_on_lte_nr_frames(tmp_path):
     assert session.run(None, {"images": np.zeros((2, 1, 32, 32), np.float32)})[0].shape == (2, 3, 32, 32)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision, agreement", [("fp16", 0.995), ("int8", 0.99)])
 def test_signals_nano_keeps_its_decisions_on_signal_captures(precision, agreement, tmp_path):
-    from radiofm.checkpoint import zoo_names
-
-    if "signals-nano" not in zoo_names():
-        pytest.skip("the signals-nano zoo model is not in this checkout")
     results = export("signals-nano", tmp_path, precision, samples=128)
     check_parity(results[0], max_abs=1e-4, agreement=1.0)
     check_parity(results[1], agreement=agreement)
