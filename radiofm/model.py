@@ -178,6 +178,16 @@ class VisionTransformer(nn.Module):
         _init_weights(self)
         nn.init.normal_(self.cls_token, std=0.02)
 
+    def add_light_decoder(self, depth: int, values_per_pixel: int) -> None:
+        """The light decoder the MAE and the segmenter share (MAE's ``decoder_*`` names): tokens to
+        decoder width, its own sin-cos table, ``depth`` blocks, then p*p*values per patch."""
+        cfg, dd = self.cfg, self.cfg.decoder_embed_dim
+        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
+        self.decoder_pos_embed = _pos_embed_param(dd, cfg.grid_size)
+        self.decoder_blocks = nn.ModuleList(Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(depth))
+        self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
+        self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * values_per_pixel)
+
     def set_backends(self, attn: str | None = None, patch: str | None = None) -> "VisionTransformer":
         """Select "torch" or "triton" for attention and patch embedding (triton: inference on CUDA)."""
         for name in (attn, patch):
@@ -260,15 +270,8 @@ class MaskedAutoencoder(VisionTransformer):
 
     def __init__(self, cfg: ModelConfig, drop_path: float = 0.0):
         super().__init__(cfg, drop_path)
-        dd, p = cfg.decoder_embed_dim, cfg.patch_size
-        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        self.decoder_pos_embed = _pos_embed_param(dd, cfg.grid_size)
-        self.decoder_blocks = nn.ModuleList(
-            Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
-        )
-        self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
-        self.decoder_pred = nn.Linear(dd, p * p * cfg.in_chans)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_embed_dim))
+        self.add_light_decoder(cfg.decoder_depth, cfg.in_chans)
         self.reset_parameters()
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -337,14 +340,7 @@ class ViTSegmenter(VisionTransformer):
 
     def __init__(self, cfg: ModelConfig, drop_path: float = 0.0):
         super().__init__(cfg, drop_path)
-        dd, p = cfg.decoder_embed_dim, cfg.patch_size
-        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
-        self.decoder_pos_embed = _pos_embed_param(dd, cfg.grid_size)
-        self.decoder_blocks = nn.ModuleList(
-            Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.seg_depth)
-        )
-        self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
-        self.decoder_pred = nn.Linear(dd, p * p * cfg.num_classes)
+        self.add_light_decoder(cfg.seg_depth, cfg.num_classes)
         self.reset_parameters()
 
     def forward(self, x, key_padding=None):
