@@ -127,6 +127,12 @@ def load_model(name_or_path: str | os.PathLike, device: str = "cpu", task: str |
     cfg = load_config(name_or_path)
     state = load_state_dict(name_or_path)
     if task is not None and task != cfg.task:
+        if task == "encode" and "fc_norm.weight" in state:
+            raise ValueError(
+                f"{resolve_model_dir(name_or_path)} is a classifier fine-tuned with average pooling: its blocks "
+                f"end in fc_norm after pooling, not in the encoder's per-token norm, so it has no encoder view. "
+                f"Load the pretrained MAE it was fine-tuned from as the encoder (e.g. msm-nano)"
+            )
         cfg = cfg.replace(task=task)
         state = encoder_state(state)
     model = build_model(cfg)

@@ -154,3 +154,9 @@ def test_saved_files_are_readable_by_others(tmp_path):
     folder = ckpt.save_model(_model(), tmp_path / "m")
     for name in ("config.json", "model.safetensors"):
         assert (folder / name).stat().st_mode & 0o044 == 0o044
+
+
+def test_an_average_pooled_classifier_has_no_encoder_view(tmp_path):
+    ckpt.save_model(_model(task="classify", num_classes=3, pool="avg"), tmp_path / "m")
+    with pytest.raises(ValueError, match="average pooling.*pretrained MAE"):
+        ckpt.load_model(tmp_path / "m", task="encode")
