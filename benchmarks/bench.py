@@ -302,15 +302,19 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
     return doc
 
 
+def _significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def work_done(record: dict[str, Any], flops: int, precision: str, machine: dict[str, Any], device: str) -> dict[str, Any]:
     """GFLOP/s at the median latency and its fraction of the device's nominal peak for this precision."""
     achieved = flops * record["batch"] / (record["p50_ms"] / 1e3) / 1e9
     peak = gpu_peak(machine["gpu"]) if device == "cuda" else cpu_peak(machine["cpu"], precision)
-    return {
-        "gflop_per_forward": round(flops / 1e9, 4),
-        "gflops": round(achieved, 2),
-        "peak_gflops": round(peak["peak_gflops"], 1) if peak["peak_gflops"] else None,
-        "fraction_of_peak": round(achieved / peak["peak_gflops"], 4) if peak["peak_gflops"] else None,
+    return {  # significant digits, not fixed decimals: a tiny model's figures must not round to zero
+        "gflop_per_forward": _significant(flops / 1e9),
+        "gflops": _significant(achieved),
+        "peak_gflops": _significant(peak["peak_gflops"]) if peak["peak_gflops"] else None,
+        "fraction_of_peak": _significant(achieved / peak["peak_gflops"]) if peak["peak_gflops"] else None,
         "peak_unit": peak["peak_unit"],
         "peak_formula": peak["peak_formula"],
     }
