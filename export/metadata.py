@@ -2,7 +2,7 @@
 
 An exported ONNX file carries its model's ``config.json`` and provenance in ``metadata_props``; the
 folder's ``onnx.json`` records, per precision, what the export measured. The SDK reads both with
-onnxruntime alone, so this module imports nothing heavier than the standard library at import time.
+onnxruntime alone, so this module imports nothing heavier than numpy (through radiofm.engines) at import time.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from radiofm.engines import INPUT_NAME, ONNX_FILES, OUTPUT_NAMES  # noqa: F401  (the SDK's contract, re-exported)
+from radiofm.engines import ONNX_CONFIG_KEY as KEY_CONFIG
+
 PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 REPORT_FILE = "onnx.json"
-INPUT_NAME = "images"
-OUTPUT_NAMES = {"classify": ["logits"], "segment": ["logits"], "encode": ["tokens", "pooled"]}
 
 # metadata_props keys written into every exported file
-KEY_CONFIG = "radiofm_config"
 KEY_VERSION = "radiofm_version"
 KEY_SOURCE = "source_sha256"
 KEY_PRECISION = "precision"

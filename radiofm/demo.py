@@ -6,7 +6,6 @@ with ``radiofm.export``); nothing in the core imports it.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,22 +26,18 @@ class EngineRun:
     per_sample_ms: float
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
-
-
 def exported(model: str, precision: str, console: Console) -> Path:
     """The ONNX export folder of a zoo model, made once per weights checksum and reused after.
 
     The fp32 export must match torch; a derived precision that misses its tolerance is reported and
     left out of the demo (its file is kept as ``*.rejected.onnx``), as ``radiofm export`` would.
     """
-    from radiofm.checkpoint import WEIGHTS_FILE, resolve_model_dir
+    from radiofm.checkpoint import resolve_model_dir
     from radiofm.export.metadata import read_report
-    from radiofm.export.onnx import export, sha256_file
+    from radiofm.export.onnx import default_out, export
 
     src = resolve_model_dir(model)
-    folder = cache_dir() / f"{src.name}-{sha256_file(src / WEIGHTS_FILE)[:12]}"
+    folder = default_out(src)  # a zoo model's cache folder, keyed by its weights
     wanted = list(dict.fromkeys(("fp32", precision)))
     report = read_report(folder) if folder.is_dir() else {}
     if not all(p in report for p in wanted):

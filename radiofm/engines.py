@@ -19,12 +19,17 @@ from radiofm.config import ModelConfig
 
 ENGINES = ("torch", "onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The contract with radiofm.export, which writes what these engines read: file names, graph I/O
+# names and the metadata key that carries the model config.
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+INPUT_NAME = "images"
 KEY_PADDING = "key_padding"
+OUTPUT_NAMES = {"classify": ["logits"], "segment": ["logits"], "encode": ["tokens", "pooled"]}
+ONNX_CONFIG_KEY = "radiofm_config"
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
-    return ["tokens", "pooled"] if cfg.task == "encode" else ["logits"]
+    return OUTPUT_NAMES[cfg.task]
 
 
 class Engine:
@@ -35,7 +40,7 @@ class Engine:
     device: str = "cpu"
     precision: str = "fp32"
     max_batch: int | None = None
-    input_name = "images"
+    input_name = INPUT_NAME
 
     @property
     def output_names(self) -> list[str]:
@@ -137,9 +142,9 @@ def onnx_providers(device: str) -> list[str]:
 
 def read_onnx_config(session, path) -> ModelConfig:
     meta = session.get_modelmeta().custom_metadata_map
-    if "radiofm_config" not in meta:
-        raise ValueError(f"{path} carries no radiofm_config metadata: export it with `radiofm export`")
-    return ModelConfig.from_json(meta["radiofm_config"])
+    if ONNX_CONFIG_KEY not in meta:
+        raise ValueError(f"{path} carries no {ONNX_CONFIG_KEY} metadata: export it with `radiofm export`")
+    return ModelConfig.from_json(meta[ONNX_CONFIG_KEY])
 
 
 class OnnxEngine(Engine):
