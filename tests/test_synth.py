@@ -82,3 +82,24 @@ def test_cw_peak_sits_the_snr_above_the_noise_floor():
     spec = signal.spectrogram(generate_signal("CW", np.random.default_rng(8), 20.0))
     peak = spec.mean(1).max()  # a tone stays in one bin
     assert 10 * np.log10(peak / np.median(spec)) == pytest.approx(20.0, abs=1.5)
+
+
+def test_fm_is_wider_than_one_bin_and_cw_is_not():
+    """FM is drawn wideband (40-75 kHz peak deviation) so that a 30 kHz-bin spectrogram can tell it from CW."""
+    from radiofm.training.synth.signals import GENERATORS, SAMPLE_RATE
+
+    def occupied_bins(kind, seed):
+        x = GENERATORS[kind](np.random.default_rng(seed), 30.0, 32768, SAMPLE_RATE)
+        spec = signal.spectrogram(x.astype(np.complex64)).max(1)  # peak over time, per bin
+        return int(np.sum(spec > spec.max() / 10))  # bins within 10 dB of the peak
+
+    fm_bins, cw_bins = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = GENERATORS["FM"](rng, 30.0, 32768, SAMPLE_RATE)
+        inst = np.angle(x[1:] * np.conj(x[:-1])) * SAMPLE_RATE / (2 * np.pi)  # FM discriminator
+        swing = (inst.max() - inst.min()) / 2  # peak deviation (the carrier offset cancels)
+        assert 10e3 < swing <= 75e3 * 1.001
+        fm_bins.append(occupied_bins("FM", seed))
+        cw_bins.append(occupied_bins("CW", seed))
+    assert np.mean(fm_bins) > np.mean(cw_bins) + 1.5  # a CW tone spreads over the Hann main lobe alone

@@ -136,14 +136,18 @@ def radar(rng: np.random.Generator, snr_db: float, n: int, fs: float) -> np.ndar
 
 
 def fm(rng: np.random.Generator, snr_db: float, n: int, fs: float) -> np.ndarray:
-    """Analogue FM: one to three audio tones (0.3-3 kHz), deviation 5-75 kHz."""
+    """Wideband (broadcast) FM: one to three audio tones (300 Hz-15 kHz), peak deviation 40-75 kHz.
+
+    Narrowband FM (2.5-5 kHz deviation) is not drawn: its whole Carson bandwidth fits inside one
+    30 kHz bin of the 1024-point spectrogram, where nothing tells it from a CW carrier.
+    """
     t = _time(n, fs)
-    tones = rng.uniform(300, 3000, int(rng.integers(1, 4)))
+    tones = rng.uniform(300, 15e3, int(rng.integers(1, 4)))
     amps = rng.uniform(0.3, 1, tones.size)
     phases = rng.uniform(0, 2 * np.pi, tones.size)
-    # Integral of sum a*cos(2 pi f t + p), normalised to a peak of 1.
+    # Integral of sum a*cos(2 pi f t + p), normalised so that the peak frequency deviation is `deviation`.
     integral = (amps / (2 * np.pi * tones) * np.sin(2 * np.pi * tones * t[:, None] + phases)).sum(1) / amps.sum()
-    deviation = rng.uniform(5e3, 75e3)
+    deviation = rng.uniform(40e3, 75e3)
     x = np.exp(1j * (2 * np.pi * deviation * integral + 2 * np.pi * _centre(rng, 200e3) * t))
     return scale_to_snr(x, snr_db, 2 * (deviation + tones.max()), fs)
 
