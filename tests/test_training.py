@@ -301,3 +301,17 @@ def test_zoo_models_load_by_name_and_stay_small(name, task):
     assert model.cfg.task == task
     assert (folder / "model.safetensors").stat().st_size <= 10 * 2**20
     assert "radiofm eval" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_prepared_data_is_the_same_from_forked_workers_and_serially(classify_dir, segment_dir, task, monkeypatch):
+    from radiofm.training import prepared
+    from radiofm.training.prepared import open_data, prepare_data
+
+    monkeypatch.setattr(prepared, "_CHUNK", 3)  # 8 items -> 3 chunks, so the pool really splits them
+    data = open_data(classify_dir if task == "classify" else segment_dir, task)
+    cfg = preset("vit-micro", task=task, num_classes=2 if task == "classify" else 3)
+    serial = prepare_data(data, cfg, workers=1)
+    forked = prepare_data(data, cfg, workers=2)
+    assert torch.equal(serial.x, forked.x) and torch.equal(serial.y, forked.y)
+    assert serial.x.abs().sum() > 0 and len(torch.unique(serial.y)) >= 2  # filled, not left empty

@@ -7,6 +7,8 @@ neighbour, which never invents classes at region edges.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -87,41 +89,106 @@ def fit_preprocess(dataset, img_size, max_items: int = 256, seed: int = 0) -> Pr
     return replace(pre, mean=[round(float(m), 5) for m in mean], std=[round(float(s), 5) for s in std])
 
 
-def prepare_data(dataset, cfg: ModelConfig, indices=None, progress: bool = False) -> PreparedData:
-    """Prepare ``dataset`` (or the items ``indices``) for a model configured by ``cfg``, one item at a
-    time: items may differ in size (captures of different lengths) and all end at ``cfg.img_size``."""
-    from rich.progress import Progress
+def default_workers() -> int:
+    """Usable cores, shared among the processes ``torchrun`` put on this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
-    from radiofm.signal import prepare, resize_labels
+
+def prepare_data(dataset, cfg: ModelConfig, indices=None, progress: bool = False,
+                 workers: int | None = None) -> PreparedData:
+    """Prepare ``dataset`` (or the items ``indices``) for a model configured by ``cfg``, one item at a
+    time: items may differ in size (captures of different lengths) and all end at ``cfg.img_size``.
+
+    Large datasets are prepared by ``workers`` forked processes (default: the usable cores) that
+    write straight into shared memory; the result does not depend on the number of workers.
+    """
+    from rich.progress import Progress
 
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if indices.size == 0:
         raise ValueError("the dataset is empty")
     n, (h, w) = len(indices), cfg.img_size
+    first = _prepared_item(dataset, cfg, int(indices[0]))[0]
+    if first.shape[1] != cfg.in_chans:
+        raise ValueError(f"data has {first.shape[1]} channel(s), the model takes {cfg.in_chans}")
     x = torch.empty(n, cfg.in_chans, h, w)
     y = None
     if cfg.task == "classify":
         y = torch.empty(n, dtype=torch.long)
     elif cfg.task == "segment":
         y = torch.empty(n, h, w, dtype=torch.long)
-    snr = np.full(n, np.nan)
+    snr = torch.full((n,), float("nan"), dtype=torch.float64)
+    workers = default_workers() if workers is None else workers
+    chunks = [range(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task("preparing data", total=n)
-        for row, i in enumerate(indices):
-            raw, target = dataset[int(i)]
-            item = prepare(raw, cfg.preprocess, cfg.img_size)
-            if item.shape[1] != cfg.in_chans:
-                raise ValueError(f"data has {item.shape[1]} channel(s), the model takes {cfg.in_chans}")
-            x[row] = torch.from_numpy(item[0])
-            if cfg.task == "classify":
-                y[row] = int(target)
-            elif cfg.task == "segment":
-                y[row] = torch.from_numpy(resize_labels(np.asarray(target), cfg.img_size).astype(np.int64))
-            snr[row] = item_snr(dataset, int(i))
-            bar.advance(job)
+        if workers > 1 and len(chunks) > 1 and "fork" in mp.get_all_start_methods():
+            # Forked children see the dataset as it is here and write into the shared tensors through
+            # numpy views: no pickling of the dataset, and no torch ops in a forked child.
+            for t in (x, y, snr):
+                if t is not None:
+                    t.share_memory_()
+            global _SHARED
+            _SHARED = (dataset, cfg, indices, x.numpy(), None if y is None else y.numpy(), snr.numpy())
+            try:
+                with mp.get_context("fork").Pool(min(workers, len(chunks)), initializer=_one_blas_thread) as pool:
+                    for done in pool.imap_unordered(_fill_chunk, [(c.start, c.stop) for c in chunks]):
+                        bar.advance(job, done)
+            finally:
+                _SHARED = None
+        else:
+            from threadpoolctl import threadpool_limits
+
+            xs, ys, ss = x.numpy(), None if y is None else y.numpy(), snr.numpy()
+            with threadpool_limits(1):  # as in the workers, so that the items are the same bits either way
+                for c in chunks:
+                    _fill(dataset, cfg, indices, xs, ys, ss, c.start, c.stop)
+                    bar.advance(job, len(c))
     if y is not None and (y.min() < 0 or y.max() >= cfg.num_classes):
         raise ValueError(f"targets run from {int(y.min())} to {int(y.max())}; the model has {cfg.num_classes} classes")
-    return PreparedData(x, y, None if np.isnan(snr).all() else snr, list(getattr(dataset, "classes", [])))
+    snr_np = snr.numpy().copy()
+    return PreparedData(x, y, None if np.isnan(snr_np).all() else snr_np, list(getattr(dataset, "classes", [])))
+
+
+_CHUNK = 64  # items per task handed to a worker
+_SHARED = None  # what forked workers read: (dataset, cfg, indices, x, y, snr) as numpy views
+
+
+def _prepared_item(dataset, cfg: ModelConfig, i: int):
+    from radiofm.signal import prepare
+
+    raw, target = dataset[i]
+    return prepare(raw, cfg.preprocess, cfg.img_size), target
+
+
+def _fill(dataset, cfg: ModelConfig, indices, x, y, snr, start: int, stop: int) -> int:
+    from radiofm.signal import resize_labels
+
+    for row in range(start, stop):
+        i = int(indices[row])
+        item, target = _prepared_item(dataset, cfg, i)
+        if item.shape[1] != cfg.in_chans:
+            raise ValueError(f"item {i} has {item.shape[1]} channel(s), the model takes {cfg.in_chans}")
+        x[row] = item[0]
+        if cfg.task == "classify":
+            y[row] = int(target)
+        elif cfg.task == "segment":
+            y[row] = resize_labels(np.asarray(target), cfg.img_size)
+        snr[row] = item_snr(dataset, i)
+    return stop - start
+
+
+def _one_blas_thread() -> None:
+    """Workers already fill the cores: a BLAS pool in each of them (the resize is two matmuls) only
+    oversubscribes them, which made two workers slower than one."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _fill_chunk(bounds: tuple[int, int]) -> int:
+    return _fill(*_SHARED, *bounds)
 
 
 def label_subset(data: PreparedData, fraction: float, seed: int) -> np.ndarray:
