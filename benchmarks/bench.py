@@ -29,7 +29,11 @@ from radiofm.engines import ONNX_FILES
 from .machine import cpu_peak, describe_machine, gpu_peak, load_average
 
 FORMAT = "radiofm-bench/1"
-ENGINE_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "fp16", "int8")}
+ENGINE_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "fp16", "int8"),
+                     # CUDA only: the torch engine replaying CUDA graphs, and that with radiofm's Triton
+                     # kernels for attention and patch embedding
+                     "torch-graph": ("fp32", "bf16", "fp16"), "torch-triton": ("fp32", "bf16", "fp16")}
+CUDA_ONLY = ("torch-graph", "torch-triton")
 PRESET_CLASSES = 10  # head width of the random-weight classifier built for a preset name
 
 
@@ -216,6 +220,9 @@ def plan(settings: BenchSettings) -> tuple[list[tuple[str, str]], list[dict[str,
                 skipped.append({"engine": engine, "precision": precision,
                                 "reason": f"the {engine} engine has no {precision} "
                                           f"(it runs {', '.join(ENGINE_PRECISIONS[engine])})"})
+            elif engine in CUDA_ONLY and settings.device != "cuda":
+                skipped.append({"engine": engine, "precision": precision,
+                                "reason": f"{engine} replays CUDA graphs: it needs --device cuda"})
             elif engine == "torch" and precision == "fp16" and settings.device != "cuda":
                 skipped.append({"engine": engine, "precision": precision,
                                 "reason": "torch fp16 needs a CUDA device; bf16 is the CPU's half precision"})
@@ -329,7 +336,7 @@ def add_agreement(records: list[dict[str, Any]]) -> None:
     """
     scored = [r for r in records if "predictions_file" in r]
     predictions = {id(r): np.load(r.pop("predictions_file")) for r in scored}
-    reference = next((r for engine in ("torch", "onnx") for r in scored
+    reference = next((r for engine in ("torch", "torch-graph", "torch-triton", "onnx") for r in scored
                       if r["engine"] == engine and r["precision"] == "fp32"), None)
     for r in scored:
         if reference is not None:

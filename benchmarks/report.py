@@ -59,7 +59,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def _engine(r: dict[str, Any]) -> str:
-    name = {"torch": "torch eager", "onnx": "ONNX Runtime"}.get(r["engine"], r["engine"])
+    name = {"torch": "torch eager", "onnx": "ONNX Runtime", "torch-graph": "torch + CUDA graph",
+            "torch-triton": "torch + Triton kernels + CUDA graph"}.get(r["engine"], r["engine"])
     return name + (" (export failed parity)" if r.get("export_passed") is False else "")
 
 

@@ -58,7 +58,7 @@ def predict(engine, images: np.ndarray, batch: int) -> np.ndarray:
 def thread_settings(engine, requested: int) -> dict[str, Any]:
     """The thread counts the runtime actually uses, not only the ones asked for."""
     found: dict[str, Any] = {"requested": requested}
-    if engine.name == "torch":
+    if engine.name.startswith("torch"):
         import torch
 
         found["torch_intra_op"] = torch.get_num_threads()
@@ -70,12 +70,27 @@ def thread_settings(engine, requested: int) -> dict[str, Any]:
     return found
 
 
+def open_subject(spec: dict[str, Any]):
+    """The engine a spec names; ``torch-graph`` and ``torch-triton`` are the torch engine replaying CUDA
+    graphs, the second with radiofm's Triton kernels for attention and patch embedding."""
+    name = spec["engine"]
+    if name in ("torch-graph", "torch-triton"):
+        from radiofm.engines import TorchEngine
+
+        engine = TorchEngine(spec["model_dir"], spec["device"], spec["precision"], spec["threads"], cuda_graphs=True)
+        if name == "torch-triton":
+            engine.model.set_backends(attn="triton", patch="triton")
+        engine.name = name
+        return engine
+    source = spec["onnx_file"] if name == "onnx" else spec["model_dir"]
+    return open_engine(source, name, spec["device"], spec["precision"], spec["threads"])
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     device, batch = spec["device"], spec["batch"]
     cuda = device.startswith("cuda")
     t0 = time.perf_counter()
-    source = spec["onnx_file"] if spec["engine"] == "onnx" else spec["model_dir"]
-    engine = open_engine(source, spec["engine"], device, spec["precision"], spec["threads"])
+    engine = open_subject(spec)
     load_s = time.perf_counter() - t0
     cfg = engine.cfg
     images = np.random.default_rng(0).standard_normal((batch, cfg.in_chans, *cfg.img_size), dtype=np.float32)
@@ -111,7 +126,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         np.save(predictions_file, predictions)
         record["predictions_file"] = str(predictions_file)
     record["peak_rss_mb"] = peak_rss_mb()
-    if cuda and engine.name == "torch":
+    if cuda and engine.name.startswith("torch"):
         import torch
 
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -50,6 +50,13 @@ def test_unsupported_pairs_are_skipped_with_a_reason():
     assert "CUDA" in reasons[("torch", "fp16")]
 
 
+def test_cuda_graph_engines_need_cuda():
+    pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch-graph", "torch-triton"], ["fp16"]))
+    assert pairs == [] and all("--device cuda" in s["reason"] for s in skipped)
+    pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch-graph", "torch-triton"], ["fp16"], device="cuda"))
+    assert pairs == [("torch-graph", "fp16"), ("torch-triton", "fp16")] and not skipped
+
+
 @pytest.mark.parametrize("settings", [
     BenchSettings(["vit-micro"], engines=["tensorflow"]),
     BenchSettings(["vit-micro"], precisions=["int4"]),
