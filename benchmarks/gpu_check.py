@@ -85,7 +85,7 @@ class Shapes:
             self.attn_extra_dims = [(24, 32), (6, 128)]  # the same 768 width at other head dims
             self.patch_batch, self.image, self.patch, self.patch_dims = 64, 224, 16, (768, 512)
             self.mask_ratio = 0.75
-            self.attn_sweep = [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 2)]
+            self.attn_sweep = [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (64, 128, 8, 2), (128, 128, 8, 2), (32, 64, 4, 2)]
             self.patch_sweep = [(64, 128, 64, 4, 3), (32, 128, 64, 4, 3), (64, 64, 64, 4, 3),
                                 (128, 128, 64, 8, 3), (64, 256, 64, 8, 3)]
 

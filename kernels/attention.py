@@ -33,31 +33,49 @@ def default_config(head_dim: int) -> AttentionConfig:
     """One config per head dim: tiles that compile on any GPU with tensor cores (all sides >= 16).
 
     64 queries per program gives 3072 programs at B=64, H=12, N=197 (even waves over 132 SMs) and a
-    64 x d fp32 accumulator that 4 warps hold in registers; wide heads take narrower key blocks for
-    the same reason. benchmarks/gpu_check.py sweeps the alternatives.
+    64 x d fp32 accumulator that 4 warps hold in registers. Key blocks of 32 for d >= 64: on an H100
+    (benchmarks/results/gpu-h100-2026-11-27-gpu_check.json, sweep) 64 x 32 took 47.5 us against 49.3
+    for 64 x 64 at B=64, H=12, N=197, d=64, fp16, and 53.7 against 57.6 us with half the keys padded
+    (finer blocks also skip padding more closely); 128-key blocks and 32-query blocks were 1.7-2.8x
+    slower. d=32 keeps 64 x 64 (1.36x SDPA there). benchmarks/gpu_check.py sweeps the alternatives.
     """
-    if head_dim <= 64:
+    if head_dim <= 32:
         return AttentionConfig(block_m=64, block_n=64, num_warps=4, num_stages=3)
     return AttentionConfig(block_m=64, block_n=32, num_warps=4, num_stages=3)
 
 
 @triton.jit
 def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, qk_scale,
-                  stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION: tl.constexpr):
+                  stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION: tl.constexpr,
+                  MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+    # MASKED: this block holds keys past the end or padded keys (``valid`` says which); the full
+    # blocks of an unpadded sequence skip every mask and select. EVEN_D: the head dim is BLOCK_D.
     # K is loaded transposed (d x keys) so the dot needs no in-register transpose.
-    k = tl.load(k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn,
-                mask=d_ok[:, None] & valid[None, :], other=0.0)
+    k_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if MASKED:
+        k = tl.load(k_ptrs, mask=d_ok[:, None] & valid[None, :], other=0.0)
+    elif EVEN_D:
+        k = tl.load(k_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
     qk = tl.dot(q, k, input_precision=DOT_PRECISION)
-    qk = tl.where(valid[None, :], qk * qk_scale, float("-inf"))
+    if MASKED:
+        qk = tl.where(valid[None, :], qk, float("-inf"))
+    # The scale (> 0, with log2 e folded in) is applied once, fused into the exponent's argument.
     # Every block that reaches here holds at least one valid key, so m_new is finite and
     # exp2(m_i - m_new) is 0 (first block) or a proper rescale, never NaN.
-    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+    m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)
     alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(qk - m_new[:, None])
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     # Padded keys are never loaded: their values may hold anything, inf and NaN included.
-    v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                mask=valid[:, None] & d_ok[None, :], other=0.0)
+    if MASKED:
+        v = tl.load(v_ptrs, mask=valid[:, None] & d_ok[None, :], other=0.0)
+    elif EVEN_D:
+        v = tl.load(v_ptrs)
+    else:
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, l_i, m_new
 
@@ -79,6 +97,7 @@ def _masked_attention_fwd(
     # int64 offsets: batch x heads x tokens x dim may pass 2**31 elements at large batch.
     b = (pid_bh // n_heads).to(tl.int64)
     h = (pid_bh % n_heads).to(tl.int64)
+    EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -95,18 +114,28 @@ def _masked_attention_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    for start_n in range(0, n_k, BLOCK_N):
-        cols = start_n + offs_n
-        valid = cols < n_k
-        if HAS_PADDING:
+    if HAS_PADDING:
+        for start_n in range(0, n_k, BLOCK_N):
+            cols = start_n + offs_n
+            valid = cols < n_k
             valid = valid & (tl.load(KEY_PADDING + b * stride_pb + cols * stride_pn, mask=valid, other=0) != 0)
             # The skip: one small load and a reduction instead of two dot products.
             if tl.max(valid.to(tl.int32), axis=0) > 0:
                 acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
-                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION)
-        else:
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
-                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION)
+                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
+                                              True, EVEN_D)
+    else:
+        n_full = (n_k // BLOCK_N) * BLOCK_N
+        for start_n in range(0, n_full, BLOCK_N):
+            cols = start_n + offs_n
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, cols < n_k, offs_d, d_ok,
+                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
+                                          False, EVEN_D)
+        if n_full < n_k:  # the ragged last block
+            cols = n_full + offs_n
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, cols < n_k, offs_d, d_ok,
+                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
+                                          True, EVEN_D)
 
     # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -127,7 +156,7 @@ def masked_attention(
 
     q: (B, H, Nq, d); k, v: (B, H, Nk, d); fp32, fp16 or bf16, one dtype, any strides; d <= 256
     (32, 64, 128 are the tuned sizes). key_padding: (B, Nk) bool, True where a key may be attended;
-    None attends to all. scale defaults to 1/sqrt(d). Accumulates in fp32; returns (B, H, Nq, d)
+    None attends to all. scale (> 0) defaults to 1/sqrt(d). Accumulates in fp32; returns (B, H, Nq, d)
     in q's dtype. Rows with no key to attend are zeros. ``config`` overrides the tile sizes.
     """
     _check_attention_inputs(q, k, v, key_padding)
@@ -136,6 +165,8 @@ def masked_attention(
     n_k = k.shape[2]
     cfg = config or default_config(head_dim)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if not scale > 0:
+        raise ValueError(f"masked_attention: scale must be positive, got {scale}")
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if out.numel() == 0:
         return out

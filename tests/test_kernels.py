@@ -59,7 +59,7 @@ def _padding(kind: str, batch: int, n: int, seed=0) -> torch.Tensor | None:
 
 
 # --------------------------------------------------------------------------- attention
-@pytest.mark.parametrize("d,n", [(32, 37), (64, 37), (128, 37), (32, 150), (64, 197)])
+@pytest.mark.parametrize("d,n", [(32, 37), (64, 37), (128, 37), (32, 150), (64, 197), (64, 128), (48, 20)])
 @pytest.mark.parametrize("kind", ["none", "all", "random", "tail", "single", "empty"])
 def test_attention_fp32_matches_reference(d, n, kind):
     q, k, v = _qkv(2, 2, n, d)
@@ -132,6 +132,15 @@ def test_attention_rejects_bad_inputs(change, message):
     q, k, v = _qkv(2, 2, 8, 32)
     with pytest.raises(ValueError, match=message):
         masked_attention(*change(q, k, v, _padding("all", 2, 8)))
+
+
+def test_attention_takes_a_custom_positive_scale_and_refuses_others():
+    q, k, v = _qkv(2, 2, 37, 32)
+    mask = _padding("random", 2, 37)
+    torch.testing.assert_close(masked_attention(q, k, v, mask, scale=0.3),
+                               masked_attention_reference(q, k, v, mask, scale=0.3), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        masked_attention(q, k, v, scale=-1.0)
 
 
 def test_attention_rejects_oversized_head_dim():
