@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def plot(doc: dict[str, Any], path: str | Path) -> None:
     left.yaxis.set_major_formatter(plain)
     left.yaxis.set_minor_formatter(plain)
     left.legend(fontsize=8)
-    fig.suptitle(f"radiofm bench: {machine_line(doc)}", fontsize=9)
+    fig.suptitle(textwrap.fill(f"radiofm bench: {machine_line(doc)}", 150), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
