@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of the Triton kernels: correctness at real shapes and microbenchmarks, written to
-# $OUT/gpu_check.json (default benchmarks/results/<date>/). About 2-3 minutes on an H100.
+# $OUT/gpu_check.json (default benchmarks/results/<date>/). About 70 s on an H100 (2026-11-27).
 #   bash benchmarks/gpu_check.sh [--budget-s SECONDS]
 # Nothing is installed: gpu_check.py loads kernels/ as radiofm.kernels when radiofm is not installed,
 # so the script also runs offline in an image that only has torch and triton.

@@ -6,6 +6,8 @@
 #                                        #      + the GPU benchmark table (vit-s, signals-nano)
 #   bash scripts/gpu_session.sh train    # GPU: a vit-s classifier trained briefly on `signals`, for
 #                                        #      the CPU export and benchmark figures (#5, #8)
+#   bash scripts/gpu_session.sh xeon     # GPU machine, after `train` in the same lease: vit-s CPU
+#                                        #      latency/agreement on 2 cores of its AMX-capable host
 #   bash scripts/gpu_session.sh unpack DIR MODEL_DIR   # here, after `train`: rebuild the model folder
 #
 # Results go to $OUT (default gpu-results/<date>/). Where radiofm is not installed (the GPU image has
@@ -97,8 +99,17 @@ EOF
         $(cd "$WORK" && ls vit-s-signals-eval.json vit-s-signals-eval.png vit-s-signals/metrics.jsonl 2>/dev/null)
     ls -l "$OUT"
     ;;
+xeon)
+    # After `train` on the same machine: vit-s at batch 1 on two cores of the GPU machine's host CPU
+    # (a Xeon with AVX-512 VNNI and AMX, the CPU class the CPU latency target was set for).
+    model="$(cd "$WORK" && "$PY" -c "from radiofm.checkpoint import resolve_model_dir; print(resolve_model_dir('vit-s-signals'))")"
+    taskset -c 0,1 "$PY" -c "import os; print('cores', sorted(os.sched_getaffinity(0)))"
+    (cd "$WORK" && taskset -c 0,1 "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
+        --threads 2 --data "$WORK/signals-test" --limit 800 --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.json" \
+        --plot "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.png") || echo "xeon bench failed"
+    ;;
 *)
-    echo "usage: $0 wheels|check|train|unpack" >&2
+    echo "usage: $0 wheels|check|train|xeon|unpack" >&2
     exit 2
     ;;
 esac
