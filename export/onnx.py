@@ -34,6 +34,7 @@ from radiofm.config import ModelConfig
 from .metadata import (
     INPUT_NAME,
     KEY_CONFIG,
+    KEY_PADDING,
     KEY_PRECISION,
     KEY_SOURCE,
     KEY_VERSION,
@@ -106,11 +107,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def export_graph(model: torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def export_graph(model: torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                 variable_length: bool = False) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) into one self-contained ONNX file with a dynamic batch axis, simplified.
 
     The TorchScript exporter is used: it needs no extra package, writes one file, keeps
     LayerNormalization whole from opset 17, and gave the faster int8 graphs on CPU.
+    ``variable_length`` adds a second input, ``key_padding`` (batch, patches) bool, True where a
+    patch holds signal: padded patches are masked out of attention and pooling, as in the torch model.
     """
     cfg: ModelConfig = model.cfg
     if cfg.task not in OUTPUT_NAMES:
@@ -118,14 +122,18 @@ def export_graph(model: torch.nn.Module, path: str | os.PathLike, opset: int = D
     if opset < DEFAULT_OPSET:
         raise ExportError(f"opset {opset} splits LayerNormalization into elementwise ops; use opset {DEFAULT_OPSET} or newer")
     outputs = OUTPUT_NAMES[cfg.task]
-    example = torch.zeros(2, cfg.in_chans, *cfg.img_size)
+    example = (torch.zeros(2, cfg.in_chans, *cfg.img_size),)
+    names = [INPUT_NAME]
+    if variable_length:
+        example += (torch.ones(2, cfg.grid_size[0] * cfg.grid_size[1], dtype=torch.bool),)
+        names.append(KEY_PADDING)
     with warnings.catch_warnings():
         # Tracing warns about the input checks (they hold for every traced batch) and about the
         # exporter's deprecation; neither concerns the graph written here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
+            model.eval(), example, str(path), input_names=names, output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [*names, *outputs]},
             opset_version=opset, do_constant_folding=True, dynamo=False,
         )
     return simplify(onnx.load(str(path)))
@@ -185,7 +193,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
         if len(calib) == 0:
             raise ExportError("static int8 calibration needs at least one sample")
         quantize_static(
-            prepared, dst, _BatchReader(calib, batch_size), quant_format=QuantFormat.QDQ,
+            prepared, dst, _BatchReader(calib, batch_size, _key_padding_width(prepared)), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
@@ -193,15 +201,28 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
         return "static"
 
 
+def _key_padding_width(path: Path) -> int | None:
+    for i in onnx.load(str(path)).graph.input:
+        if i.name == KEY_PADDING:
+            return i.type.tensor_type.shape.dim[1].dim_value
+    return None
+
+
 class _BatchReader:
     """onnxruntime's CalibrationDataReader protocol over an in-memory array."""
 
-    def __init__(self, images: np.ndarray, batch_size: int):
+    def __init__(self, images: np.ndarray, batch_size: int, patches: int | None = None):
         self._batches = iter([images[i:i + batch_size] for i in range(0, len(images), batch_size)])
+        self._patches = patches  # graphs with a key_padding input are calibrated on full-length input
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        if batch is None:
+            return None
+        feeds = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        if self._patches:
+            feeds[KEY_PADDING] = np.ones((len(batch), self._patches), bool)
+        return feeds
 
 
 def set_metadata(model: onnx.ModelProto, cfg: ModelConfig, source_sha256: str, precision: str) -> onnx.ModelProto:
@@ -226,18 +247,46 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_torch(model: torch.nn.Module, images: np.ndarray, batch_size: int = 16) -> list[np.ndarray]:
+def run_torch(model: torch.nn.Module, images: np.ndarray, batch_size: int = 16,
+              key_padding: np.ndarray | None = None) -> list[np.ndarray]:
     outs: list[list[np.ndarray]] = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            y = model(torch.from_numpy(images[i:i + batch_size]))
+            x = torch.from_numpy(images[i:i + batch_size])
+            y = model(x) if key_padding is None else model(x, torch.from_numpy(key_padding[i:i + batch_size]))
             outs.append([t.numpy() for t in (y if isinstance(y, tuple) else (y,))])
     return [np.concatenate(parts) for parts in zip(*outs)]
 
 
-def run_onnx(session, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    outs = [session.run(None, {INPUT_NAME: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
+def has_key_padding(session) -> bool:
+    return KEY_PADDING in {i.name for i in session.get_inputs()}
+
+
+def run_onnx(session, images: np.ndarray, batch_size: int, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
+    """Outputs in batches; a graph with a ``key_padding`` input gets ``key_padding`` (all True if None)."""
+    if has_key_padding(session) and key_padding is None:
+        key_padding = np.ones((len(images), session.get_inputs()[1].shape[1]), bool)
+    outs = []
+    for i in range(0, len(images), batch_size):
+        feeds = {INPUT_NAME: images[i:i + batch_size]}
+        if key_padding is not None:
+            feeds[KEY_PADDING] = key_padding[i:i + batch_size]
+        outs.append(session.run(None, feeds))
     return [np.concatenate(parts).astype(np.float32) for parts in zip(*outs)]
+
+
+def padded_captures(images: np.ndarray, grid: tuple[int, int], patch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` cut to shorter captures as the SDK pads them: each keeps its first 1..W patch columns
+    and the rest is zeros; returns the images and their (N, patches) key_padding mask."""
+    rng = np.random.default_rng(seed)
+    gh, gw = grid
+    cols = rng.integers(1, gw + 1, len(images))
+    padded = images.copy()
+    valid = np.zeros((len(images), gh, gw), bool)
+    for n, c in enumerate(cols):
+        padded[n, ..., c * patch:] = 0.0
+        valid[n, :, :c] = True
+    return padded, valid.reshape(len(images), -1)
 
 
 def compare(task: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -280,6 +329,7 @@ def export(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     opset: int = DEFAULT_OPSET,
     threads: int | None = None,
+    variable_length: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[ExportResult]:
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
@@ -291,7 +341,8 @@ def export(
     validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
     unless ``validation`` gives one. ``atol`` replaces the max |diff| tolerance of ``precision``
     (see ``TOLERANCES``). ``task`` exports another head of the same weights (``encode``
-    of an MAE); it then needs its own ``out``.
+    of an MAE); it then needs its own ``out``. ``variable_length`` gives the graph a ``key_padding``
+    input for captures shorter than the model's (see ``export_graph``), validated on padded input too.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -325,7 +376,7 @@ def export(
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         log(f"exporting {cfg.name} {cfg.task} (opset {opset})")
-        onnx.save(checker.stamp(export_graph(model, fp32, opset), "fp32"), str(fp32))
+        onnx.save(checker.stamp(export_graph(model, fp32, opset, variable_length), "fp32"), str(fp32))
         results = [checker.finish(fp32, "fp32")]
         if not results[0].passed:
             return results  # nothing sound can be derived from a graph that does not match torch
@@ -379,6 +430,17 @@ class _Checker:
         tolerance = self.tolerances[precision]
         session = onnx_session(path, self.threads)
         parity, outputs = validate(session, task, self.reference, self.val.images, self.batch_sizes)
+        if has_key_padding(session):  # shorter captures, padded as the SDK pads them, behind the mask
+            cfg = self.model.cfg
+            images, valid = padded_captures(self.val.images, cfg.grid_size, cfg.patch_size)
+            reference = run_torch(self.model, images, 16, valid)
+            candidate = run_onnx(session, images, 16, valid)
+            if task == "segment":  # the padded pixels' own logits mean nothing: compare the valid ones
+                pixels = np.repeat(np.repeat(valid.reshape(len(valid), *cfg.grid_size), cfg.patch_size, 1),
+                                   cfg.patch_size, 2)[:, None]
+                reference = [np.where(pixels, r, 0) for r in reference]
+                candidate = [np.where(pixels, c, 0) for c in candidate]
+            parity["padded"] = compare(task, reference, candidate)
         failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
         entry: dict[str, Any] = {
             "file": ONNX_FILES[precision] if not failures else ONNX_FILES[precision].replace(".onnx", ".rejected.onnx"),

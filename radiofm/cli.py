@@ -449,6 +449,7 @@ def export_(
     atol: Optional[float] = typer.Option(None, "--atol", help="Max |onnx - torch| allowed for --precision (default: fp32 1e-4, others unchecked)."),
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
+    variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX engine)."),
 ):
     """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
     if engine not in ("onnx", "trt"):
@@ -462,8 +463,10 @@ def export_(
     try:
         if engine == "onnx":
             results, plan = export(model, out, precision, calib=calib, task=task, samples=samples,
-                                   atol=atol, log=log), None
+                                   atol=atol, variable_length=variable_length, log=log), None
         else:
+            if variable_length:
+                fail("--variable-length is for the ONNX engine: TensorRT plans take full-length input only")
             profile = parse_batch_profile(batch)
             command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
                 f" --calib {calib}" if calib else "")

@@ -180,11 +180,16 @@ class OnnxEngine(Engine):
 
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         feeds = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
+        has_mask = KEY_PADDING in {i.name for i in self.session.get_inputs()}
         if key_padding is not None:
-            if KEY_PADDING not in {i.name for i in self.session.get_inputs()}:
+            if not has_mask:
                 raise ValueError(f"{self.path} has no {KEY_PADDING} input, so it cannot mask padded input: "
-                                 f"use the torch engine for captures shorter than the model's")
+                                 f"export with `radiofm export MODEL --variable-length`, or use the torch engine "
+                                 f"for captures shorter than the model's")
             feeds[KEY_PADDING] = np.ascontiguousarray(key_padding, dtype=bool)
+        elif has_mask:  # a variable-length graph on full-length input: every patch is signal
+            gh, gw = self.cfg.grid_size
+            feeds[KEY_PADDING] = np.ones((len(images), gh * gw), bool)
         if self.device == "cpu":
             return self.session.run(self.output_names, feeds)
         binding = self.session.io_binding()  # keep outputs on the GPU until the copy back

@@ -346,3 +346,35 @@ def test_trt_fp16_engine_builds_matches_and_records_its_machine(classifier_dir, 
         assert sidecar[key] == value
     assert cache.stat().st_size > 0  # written for the next build to reuse
     TensorRTEngine(plan)
+
+
+def test_variable_length_export_takes_a_mask_and_validates_padded_input(classifier_dir, test_set, tmp_path):
+    from radiofm.engines import OnnxEngine
+
+    fp32, = export(classifier_dir, tmp_path / "vl", "fp32", validation=test_set, variable_length=True)
+    assert fp32.passed, fp32.entry["failures"]
+    assert fp32.entry["inputs"] == ["images", "key_padding"]
+    padded = fp32.entry["parity"]["padded"]
+    assert padded["max_abs_diff"] <= 1e-4 and padded["agreement"] == 1.0
+    # Full-length input: the engine feeds an all-True mask and matches the plain export.
+    plain, = export(classifier_dir, tmp_path / "plain", "fp32", validation=test_set)
+    a = OnnxEngine(fp32.path).run(test_set.images[:16])[0]
+    b = OnnxEngine(plain.path).run(test_set.images[:16])[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # A real mask changes the answer (the mask is wired in, not ignored).
+    mask = np.zeros((16, 16), bool)
+    mask[:, :4] = True
+    assert not np.allclose(OnnxEngine(fp32.path).run(test_set.images[:16], mask)[0], a, atol=1e-3)
+    with pytest.raises(ValueError, match="--variable-length"):
+        OnnxEngine(plain.path).run(test_set.images[:2], mask[:2])
+
+    x, y = bands(64, seed=3)
+    _, static = export(classifier_dir, tmp_path / "vl", "int8", validation=test_set, calib=Samples(x, y, "band calib"),
+                       variable_length=True)
+    assert static.passed and static.entry["parity"]["padded"]["agreement"] >= 0.99
+
+
+def test_cli_refuses_variable_length_tensorrt(classifier_dir, tmp_path):
+    result = runner.invoke(app, ["export", str(classifier_dir), "--engine", "trt", "--variable-length",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--variable-length is for the ONNX engine" in result.output

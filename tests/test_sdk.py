@@ -178,3 +178,27 @@ def test_short_iq_capture_goes_through_the_masked_path(clf_dir):
     spec = signal.spectrogram(iq, PRE)
     np.testing.assert_array_equal(clf.predict_iq(iq).probs, clf.predict(spec).probs)
     assert clf.prepare(spec)[1] is not None
+
+
+@pytest.mark.parametrize("task_dir", ["clf_dir", "seg_dir"])
+def test_a_variable_length_onnx_export_masks_short_captures_like_torch(request, task_dir, tmp_path):
+    from radiofm.export.onnx import export
+
+    folder = request.getfixturevalue(task_dir)
+    fp32, = export(folder, tmp_path, "fp32", samples=8, variable_length=True)
+    assert fp32.passed, fp32.entry["failures"]
+    cls = Classifier if task_dir == "clf_dir" else Segmenter
+    torch_runner, onnx_runner = cls.from_pretrained(folder, engine="torch"), cls.from_pretrained(tmp_path, engine="onnx")
+    assert onnx_runner.engine.name == "onnx"
+    full_frames = signal.num_frames(PRE.capture_samples, PRE.n_fft, PRE.hop)
+    rng = np.random.default_rng(5)
+    for frames in (full_frames // 2, full_frames // 4, full_frames):
+        captures = rng.random((3, 33, frames)).astype(np.float32)
+        np.testing.assert_allclose(onnx_runner.predict(captures).probs, torch_runner.predict(captures).probs, atol=1e-5)
+    images, valid = onnx_runner.prepare(rng.random((2, 33, full_frames // 2)).astype(np.float32))
+    other = images.copy()
+    other[..., 16:] = rng.normal(size=other[..., 16:].shape) * 5  # different padding, same mask
+    a, b = onnx_runner.engine.run(images, valid)[0], onnx_runner.engine.run(other, valid)[0]
+    if task_dir == "seg_dir":
+        a, b = a[..., :16], b[..., :16]
+    np.testing.assert_allclose(a, b, atol=1e-5)
