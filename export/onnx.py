@@ -183,7 +183,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        nodes = int8_nodes(onnx.load(str(prepared)).graph)
+        graph = onnx.load(str(prepared)).graph
+        nodes = int8_nodes(graph)
         if not nodes:
             raise ExportError(f"{src} has no MLP or attention MatMuls named as radiofm exports them; nothing to quantise")
         if calib is None:
@@ -193,7 +194,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
         if len(calib) == 0:
             raise ExportError("static int8 calibration needs at least one sample")
         quantize_static(
-            prepared, dst, _BatchReader(calib, batch_size, _key_padding_width(prepared)), quant_format=QuantFormat.QDQ,
+            prepared, dst, _BatchReader(calib, batch_size, _key_padding_width(graph)), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
@@ -201,8 +202,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
         return "static"
 
 
-def _key_padding_width(path: Path) -> int | None:
-    for i in onnx.load(str(path)).graph.input:
+def _key_padding_width(graph: onnx.GraphProto) -> int | None:
+    for i in graph.input:
         if i.name == KEY_PADDING:
             return i.type.tensor_type.shape.dim[1].dim_value
     return None

@@ -48,6 +48,8 @@ if ! (cd /tmp && "$PY" -c "import radiofm.kernels, onnxslim" 2>/dev/null); then
 fi
 # Run radiofm from outside the checkout, whose radiofm/ folder would shadow the installed package.
 rfm() { (cd "$WORK" && "$PY" -m radiofm.cli "$@"); }
+# The final model folder of the vit-s run that `train` writes.
+trained_model() { (cd "$WORK" && "$PY" -c "from radiofm.checkpoint import resolve_model_dir; print(resolve_model_dir('vit-s-signals'))"); }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 (cd "$WORK" && "$PY" -c "import torch, triton, radiofm; print('torch', torch.__version__, 'triton', triton.__version__, 'radiofm', radiofm.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')")
 STAMP="$(date -u +%Y-%m-%d)"
@@ -80,7 +82,7 @@ train)
     rfm eval "$WORK/vit-s-signals" --data "$WORK/signals-test" --json "$WORK/vit-s-signals-eval.json" \
         --png "$WORK/vit-s-signals-eval.png" 2>&1 | tee "$WORK/eval.log" | tail -3 || true
     echo "data $((T1 - T0)) s, training $((T2 - T1)) s" | tee "$WORK/times.txt"
-    model="$(cd "$WORK" && "$PY" -c "from radiofm.checkpoint import resolve_model_dir; print(resolve_model_dir('vit-s-signals'))")"
+    model="$(trained_model)"
     (cd "$WORK" && "$PY" - "$model" "$WORK/pack" <<'EOF'
 import sys
 from pathlib import Path
@@ -102,7 +104,7 @@ EOF
 xeon)
     # After `train` on the same machine: vit-s at batch 1 on two cores of the GPU machine's host CPU
     # (a Xeon with AVX-512 VNNI and AMX, the CPU class the CPU latency target was set for).
-    model="$(cd "$WORK" && "$PY" -c "from radiofm.checkpoint import resolve_model_dir; print(resolve_model_dir('vit-s-signals'))")"
+    model="$(trained_model)"
     taskset -c 0,1 "$PY" -c "import os; print('cores', sorted(os.sched_getaffinity(0)))"
     (cd "$WORK" && taskset -c 0,1 "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
         --threads 2 --data "$WORK/signals-test" --limit 800 --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.json" \
