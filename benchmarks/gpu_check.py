@@ -77,7 +77,9 @@ class Shapes:
             self.attn_extra_dims = [(1, 128)]
             self.patch_batch, self.image, self.patch, self.patch_dims = 2, 32, 8, (64, 32)
             self.mask_ratio = 0.75
-            self.attn_sweep = [(64, 64, 4, 3), (64, 32, 4, 3)]
+            self.attn_sweep = [(64, 32, 4, 3, False), (32, 16, 4, 2, True)]
+            self.attn_sweep_padded = 1
+            self.attn_tma = (32, 16, 4, 2, True)  # the descriptor-load config the correctness cases run
             self.patch_sweep = [(64, 64, 64, 4, 3)]
         else:
             self.attn_batch, self.attn_n = 64, (197, 50)
@@ -85,7 +87,18 @@ class Shapes:
             self.attn_extra_dims = [(24, 32), (6, 128)]  # the same 768 width at other head dims
             self.patch_batch, self.image, self.patch, self.patch_dims = 64, 224, 16, (768, 512)
             self.mask_ratio = 0.75
-            self.attn_sweep = [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (64, 128, 8, 2), (128, 128, 8, 2), (32, 64, 4, 2)]
+            # (block_m, block_n, num_warps, num_stages, tma), most promising first: the sweep stops at
+            # --sweep-s. 2026-11-27 (H100, pointer loads): 64x32/4/3 47.5 us, 64x64/4/3 49.3, 128x64/8/3
+            # 52.5, 128x128/8/2 83, 64x128/8/2 138, 32x64/4/2 101; SDPA 45.5.
+            self.attn_sweep = [
+                (64, 32, 4, 3, False), (64, 32, 4, 3, True), (64, 64, 4, 3, True), (64, 32, 4, 2, False),
+                (64, 32, 4, 4, False), (64, 32, 4, 2, True), (64, 32, 4, 4, True), (128, 64, 4, 3, False),
+                (128, 64, 4, 3, True), (128, 32, 8, 3, False), (128, 32, 8, 3, True), (128, 64, 8, 3, True),
+                (64, 32, 8, 3, False), (64, 64, 4, 2, False), (64, 64, 4, 4, True), (128, 32, 4, 3, True),
+                (64, 16, 4, 3, False), (64, 64, 8, 3, True), (128, 128, 8, 3, True), (64, 64, 4, 3, False),
+            ]
+            self.attn_sweep_padded = 3  # the fastest unmasked configs also timed with half the keys padded
+            self.attn_tma = (64, 32, 4, 3, True)  # the descriptor-load config the correctness cases run
             self.patch_sweep = [(64, 128, 64, 4, 3), (32, 128, 64, 4, 3), (64, 64, 64, 4, 3),
                                 (128, 128, 64, 8, 3), (64, 256, 64, 8, 3)]
 
@@ -146,6 +159,20 @@ def check_attention(kk, shapes, device):
             expected = kk.masked_attention_reference(q.float(), k.float(), v.float(), mask)
             rows.append(_compare("masked_attention", dict(batch=shapes.attn_batch, heads=heads, n=n, d=d, mask=kind),
                                  dtype, out, expected))
+    # The tensor-descriptor (TMA) load path, at the target shape and at the short one.
+    from radiofm.kernels.attention import AttentionConfig
+
+    tma = AttentionConfig(*shapes.attn_tma)
+    heads, d = shapes.attn_heads_dims[0]
+    for n in shapes.attn_n:
+        for dtype in dtypes:
+            q, k, v = attention_inputs(shapes.attn_batch, heads, n, d, dtype, device)
+            for kind in ["none", "half", "random", "empty"]:
+                mask = key_padding(kind, shapes.attn_batch, n, device)
+                out = kk.masked_attention(q, k, v, mask, config=tma).float()
+                expected = kk.masked_attention_reference(q.float(), k.float(), v.float(), mask)
+                case = dict(batch=shapes.attn_batch, heads=heads, n=n, d=d, mask=kind, config=tma._asdict())
+                rows.append(_compare("masked_attention", case, dtype, out, expected))
     return rows
 
 
@@ -257,11 +284,17 @@ def bench_patch_embed(kk, shapes, device, dtypes):
     return rows
 
 
-def sweep(kk, shapes, device):
-    """Tile sizes around the defaults at the two target shapes (CUDA-graph timings)."""
+def sweep(kk, shapes, device, budget_s=float("inf")):
+    """Tile sizes and load paths around the defaults at the two target shapes (CUDA-graph timings).
+
+    Attention: every config without a mask until ``budget_s`` is spent, then the fastest few also
+    with half the keys padded, then the fastest against SDPA again side by side (``best_attention``),
+    so a new default is backed by a figure from the same run.
+    """
     from radiofm.kernels.attention import AttentionConfig
     from radiofm.kernels.patch_embedding import PatchEmbedConfig
 
+    start = time.perf_counter()
     _, graph = timers(device)
     dtype = torch.float16
     heads, d = shapes.attn_heads_dims[0]
@@ -270,10 +303,24 @@ def sweep(kk, shapes, device):
     mask = key_padding("half", shapes.attn_batch, n, device)
     rows = []
     for cfg in map(AttentionConfig._make, shapes.attn_sweep):
+        if time.perf_counter() - start > budget_s:
+            rows.append(dict(kernel="masked_attention", config=cfg._asdict(), skipped="sweep budget spent"))
+            continue
         row = dict(kernel="masked_attention", heads=heads, n=n, d=d, config=cfg._asdict())
         row.update(_timed("unmasked", lambda: kk.masked_attention(q, k, v, config=cfg), None, graph))
-        row.update(_timed("half_padding", lambda: kk.masked_attention(q, k, v, mask, config=cfg), None, graph))
         rows.append(row)
+    timed = sorted((r for r in rows if "unmasked_graph_ms" in r), key=lambda r: r["unmasked_graph_ms"])
+    for row in timed[:shapes.attn_sweep_padded]:
+        cfg = AttentionConfig(**row["config"])
+        row.update(_timed("half_padding", lambda: kk.masked_attention(q, k, v, mask, config=cfg), None, graph))
+    best = None
+    if timed:
+        cfg = AttentionConfig(**timed[0]["config"])
+        best = dict(heads=heads, n=n, d=d, dtype="float16", config=cfg._asdict(),
+                    note="the sweep's fastest unmasked config, re-timed beside SDPA")
+        best.update(_timed("triton", lambda: kk.masked_attention(q, k, v, config=cfg), None, graph))
+        best.update(_timed("sdpa", lambda: F.scaled_dot_product_attention(q, k, v), None, graph))
+        best["speedup_unmasked"] = _ratio(best, "sdpa", "triton")
     dim = shapes.patch_dims[0]
     images, weight, bias, pos = patch_inputs(shapes.patch_batch, shapes.image, shapes.patch, dim, dtype, device)
     keep = keep_indices(shapes.patch_batch, (shapes.image // shapes.patch) ** 2, shapes.mask_ratio, device)
@@ -282,7 +329,7 @@ def sweep(kk, shapes, device):
         row.update(_timed("keep", lambda: kk.patch_embed(images, weight, bias, pos, keep, check_keep=False,
                                                           config=cfg), None, graph))
         rows.append(row)
-    return rows
+    return rows, best
 
 
 def _timed(name, fn, eager, graph, flops=None, nbytes=None):
@@ -358,6 +405,10 @@ def print_summary(report):
         label = f"D={r['dim']} {r['dtype']} mask={r['mask_ratio']}"
         print(f"{label:<34}{_fmt(r.get('triton_graph_ms'))}{_fmt(r.get('torch_graph_ms'))}"
               f"{_fmt(r.get('speedup'), 7)}{_fmt(r.get('triton_graph_gbps'))}")
+    best = report.get("best_attention")
+    if best:
+        print(f"sweep's fastest attention config {best['config']}: {_fmt(best.get('triton_graph_ms')).strip()} ms, "
+              f"SDPA {_fmt(best.get('sdpa_graph_ms')).strip()} ms, {_fmt(best.get('speedup_unmasked'), 0).strip()}x")
     for name, t in report["targets"].items():
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[t["passed"]]
         print(f"target {name}: {_fmt(t['speedup'], 0).strip() or '-'}x (>= {t['target']}x) {verdict}")
@@ -376,6 +427,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_check.json")
     parser.add_argument("--budget-s", type=float, default=200.0,
                         help="skip the remaining benchmark sections once this much time has passed")
+    parser.add_argument("--sweep-s", type=float, default=90.0,
+                        help="time the attention sweep may take before it stops trying configs")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -388,13 +441,13 @@ def main(argv=None) -> int:
     shapes = Shapes(args.small)
     dtypes = [torch.float16] if args.small else [torch.float16, torch.bfloat16]
     report = dict(environment=environment(device), tolerances=TOLERANCES, correctness=[], attention_bench=[],
-                  patch_embed_bench=[], sweep=[], skipped=[], errors={})
+                  patch_embed_bench=[], sweep=[], best_attention=None, skipped=[], errors={})
 
     sections = [
         ("correctness", lambda: check_attention(kk, shapes, device) + check_patch_embed(kk, shapes, device)),
         ("attention_bench", lambda: bench_attention(kk, shapes, device, dtypes)),
         ("patch_embed_bench", lambda: bench_patch_embed(kk, shapes, device, dtypes)),
-        ("sweep", lambda: sweep(kk, shapes, device)),
+        ("sweep", lambda: sweep(kk, shapes, device, args.sweep_s)),
     ]
     for name, run in sections:
         if name != "correctness" and time.perf_counter() - start > args.budget_s:
@@ -402,7 +455,10 @@ def main(argv=None) -> int:
             continue
         section_start = time.perf_counter()
         try:
-            report[name] = run()
+            result = run()
+            if name == "sweep":
+                result, report["best_attention"] = result
+            report[name] = result
         except Exception:  # record it and go on: device time is too scarce to lose the other sections
             report["errors"][name] = traceback.format_exc()
         report[f"{name}_s"] = time.perf_counter() - section_start

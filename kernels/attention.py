@@ -18,6 +18,11 @@ import triton.language as tl
 
 from ._launch import check_device, dot_precision, on_device
 
+try:  # host-side tensor descriptors (triton >= 3.4)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older triton: the pointer path only
+    TensorDescriptor = None
+
 _LOG2E = 1.4426950408889634  # softmax(x) = exp2(x * log2(e)) / sum: exp2 is the cheap instruction
 _MAX_HEAD_DIM = 256
 
@@ -27,6 +32,9 @@ class AttentionConfig(NamedTuple):
     block_n: int  # keys per inner step (and the granularity at which padded keys are skipped)
     num_warps: int
     num_stages: int
+    # Load q, k, v and store the output through tensor descriptors (TMA on Hopper and newer) instead
+    # of pointer tiles. Taken only where the layout allows it (see ``_descriptors``), else ignored.
+    tma: bool = False
 
 
 def default_config(head_dim: int) -> AttentionConfig:
@@ -45,22 +53,27 @@ def default_config(head_dim: int) -> AttentionConfig:
 
 
 @triton.jit
-def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, qk_scale,
+def _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b, h, start_n, cols, valid, offs_d, d_ok, qk_scale,
                   stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION: tl.constexpr,
-                  MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+                  MASKED: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     # MASKED: this block holds keys past the end or padded keys (``valid`` says which); the full
     # blocks of an unpadded sequence skip every mask and select. EVEN_D: the head dim is BLOCK_D.
-    # K is loaded transposed (d x keys) so the dot needs no in-register transpose.
-    k_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
-    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    if MASKED:
-        k = tl.load(k_ptrs, mask=d_ok[:, None] & valid[None, :], other=0.0)
-    elif EVEN_D:
-        k = tl.load(k_ptrs)
+    # Pointer loads take K transposed (d x keys) so the dot needs no in-register transpose; a
+    # descriptor load takes the (keys x d) box as stored and the dot reads it transposed.
+    if USE_TMA:
+        k = tl.trans(K.load([b, h, start_n, 0]).reshape(BLOCK_N, BLOCK_D))
     else:
-        k = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
+        k_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
+        if MASKED:
+            k = tl.load(k_ptrs, mask=d_ok[:, None] & valid[None, :], other=0.0)
+        elif EVEN_D:
+            k = tl.load(k_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
     qk = tl.dot(q, k, input_precision=DOT_PRECISION)
     if MASKED:
+        # Also what keeps a padded key's NaN or inf (a descriptor load reads it) out of the max.
         qk = tl.where(valid[None, :], qk, float("-inf"))
     # The scale (> 0, with log2 e folded in) is applied once, fused into the exponent's argument.
     # Every block that reaches here holds at least one valid key, so m_new is finite and
@@ -69,14 +82,21 @@ def _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok, q
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    # Padded keys are never loaded: their values may hold anything, inf and NaN included.
-    if MASKED:
-        v = tl.load(v_ptrs, mask=valid[:, None] & d_ok[None, :], other=0.0)
-    elif EVEN_D:
-        v = tl.load(v_ptrs)
+    if USE_TMA:
+        v = V.load([b, h, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        if MASKED:  # a padded key's value may hold anything, inf and NaN included: 0 * inf is NaN
+            v = tl.where(valid[:, None], v, 0.0)
     else:
-        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        # Padded keys are never loaded: their values may hold anything, inf and NaN included.
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            v = tl.load(v_ptrs, mask=valid[:, None] & d_ok[None, :], other=0.0)
+        elif EVEN_D:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+    # The rescaled accumulator goes into the dot as its addend (one MMA chain, no separate add).
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
     return acc, l_i, m_new
 
 
@@ -90,13 +110,18 @@ def _masked_attention_fwd(
     stride_pb, stride_pn,
     stride_ob, stride_oh, stride_on, stride_od,
     HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, USE_TMA: tl.constexpr,
 ):
+    # With USE_TMA, Q, K, V and OUT are (B, H, N, d) tensor descriptors with boxes of
+    # (1, 1, BLOCK_M or BLOCK_N, BLOCK_D); rows and columns past the end load as zeros and are not stored.
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    # int64 offsets: batch x heads x tokens x dim may pass 2**31 elements at large batch.
-    b = (pid_bh // n_heads).to(tl.int64)
-    h = (pid_bh % n_heads).to(tl.int64)
+    # Descriptor coordinates are int32; pointer offsets int64, since batch x heads x tokens x dim
+    # may pass 2**31 elements at large batch.
+    b32 = pid_bh // n_heads
+    h32 = pid_bh % n_heads
+    b = b32.to(tl.int64)
+    h = h32.to(tl.int64)
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -105,10 +130,15 @@ def _masked_attention_fwd(
     d_ok = offs_d < HEAD_DIM  # the head dim is padded to a power of two
     row_ok = offs_m < n_q
 
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
+    if USE_TMA:
+        q = Q.load([b32, h32, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
+        k_base = K  # unused on this path
+        v_base = V
+    else:
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        k_base = K + b * stride_kb + h * stride_kh
+        v_base = V + b * stride_vb + h * stride_vh
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -121,26 +151,29 @@ def _masked_attention_fwd(
             valid = valid & (tl.load(KEY_PADDING + b * stride_pb + cols * stride_pn, mask=valid, other=0) != 0)
             # The skip: one small load and a reduction instead of two dot products.
             if tl.max(valid.to(tl.int32), axis=0) > 0:
-                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, valid, offs_d, d_ok,
-                                              qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
-                                              True, EVEN_D)
+                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, start_n, cols,
+                                              valid, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
+                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
     else:
         n_full = (n_k // BLOCK_N) * BLOCK_N
         for start_n in range(0, n_full, BLOCK_N):
             cols = start_n + offs_n
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, cols < n_k, offs_d, d_ok,
-                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
-                                          False, EVEN_D)
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, start_n, cols,
+                                          cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
+                                          stride_vd, DOT_PRECISION, False, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
         if n_full < n_k:  # the ragged last block
             cols = n_full + offs_n
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, k_base, v_base, cols, cols < n_k, offs_d, d_ok,
-                                          qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION,
-                                          True, EVEN_D)
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
+                                          cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
+                                          stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
 
     # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    if USE_TMA:
+        OUT.store([b32, h32, pid_m * BLOCK_M, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+    else:
+        tl.store(OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+                 out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
 
 
 def masked_attention(
@@ -173,17 +206,42 @@ def masked_attention(
     # Triton takes a bool tensor as i1; bytes are what the kernel loads.
     padding = key_padding.view(torch.uint8) if key_padding is not None else out
     padding_strides = padding.stride() if key_padding is not None else (0, 0)
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    descriptors = _descriptors(q, k, v, out, cfg, block_d) if cfg.tma else None
+    q_arg, k_arg, v_arg, out_arg = descriptors or (q, k, v, out)
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
     with on_device(device):
         _masked_attention_fwd[grid](
-            q, k, v, padding, out,
+            q_arg, k_arg, v_arg, padding, out_arg,
             scale * _LOG2E, heads, n_q, n_k,
             *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride(),
             HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, USE_TMA=descriptors is not None,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
     return out
+
+
+def _descriptors(q, k, v, out, cfg: AttentionConfig, block_d: int):
+    """(Q, K, V, OUT) tensor descriptors for ``cfg.tma``, or None where the layout rules them out.
+
+    TMA wants a GPU of compute capability 9.0 or newer, unit stride along the head dim, every other
+    stride and the base address on 16 bytes, and boxes of at most 256 rows; the interpreter takes
+    descriptors too, so the CPU tests run this path.
+    """
+    if TensorDescriptor is None:
+        return None
+    if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device)[0] < 9:
+        return None
+    if max(cfg.block_m, cfg.block_n, block_d) > 256:
+        return None
+    for t in (q, k, v, out):
+        size = t.element_size()
+        if t.stride(-1) != 1 or t.data_ptr() % 16 or any(st * size % 16 for st in t.stride()[:-1]):
+            return None
+    boxes = ((q, cfg.block_m), (k, cfg.block_n), (v, cfg.block_n), (out, cfg.block_m))
+    return tuple(TensorDescriptor(t, shape=list(t.shape), strides=list(t.stride()), block_shape=[1, 1, rows, block_d])
+                 for t, rows in boxes)
 
 
 def masked_attention_reference(

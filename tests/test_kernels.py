@@ -21,6 +21,7 @@ import torch
 pytest.importorskip("triton")
 
 import radiofm.kernels as kernels  # noqa: E402
+from radiofm.kernels.attention import AttentionConfig, _descriptors  # noqa: E402
 from radiofm.kernels import (  # noqa: E402
     masked_attention,
     masked_attention_reference,
@@ -91,6 +92,46 @@ def test_attention_rows_without_keys_are_zeros_and_padded_values_are_never_read(
     assert torch.isfinite(out).all()
     assert (out[1] == 0).all()
     torch.testing.assert_close(out, masked_attention_reference(q, k, v, mask), **FP32)
+
+
+TMA = AttentionConfig(block_m=32, block_n=16, num_warps=4, num_stages=2, tma=True)
+
+
+@pytest.mark.parametrize("d,n", [(64, 37), (48, 20), (32, 150)])
+@pytest.mark.parametrize("kind", ["none", "random", "single", "empty"])
+def test_attention_through_tensor_descriptors_matches_reference(d, n, kind):
+    q, k, v = _qkv(2, 2, n, d)
+    mask = _padding(kind, 2, n)
+    assert _descriptors(q, k, v, torch.empty_like(q), TMA, max(16, 1 << (d - 1).bit_length())) is not None
+    torch.testing.assert_close(masked_attention(q, k, v, mask, config=TMA),
+                               masked_attention_reference(q, k, v, mask), **FP32)
+
+
+def test_attention_through_tensor_descriptors_never_lets_padded_values_in():
+    # A descriptor load reads padded keys' rows: the kernel must select them away, NaN and inf too.
+    q, k, v = _qkv(3, 2, 40, 32)
+    mask = _padding("random", 3, 40)
+    mask[1] = False
+    k_dirty, v_dirty = k.clone(), v.clone()
+    k_dirty[~mask[:, None, :, None].expand_as(k)] = float("nan")
+    v_dirty[~mask[:, None, :, None].expand_as(v)] = float("inf")
+    out = masked_attention(q, k_dirty, v_dirty, mask, config=TMA)
+    assert torch.isfinite(out).all() and (out[1] == 0).all()
+    torch.testing.assert_close(out, masked_attention_reference(q, k, v, mask), **FP32)
+
+
+def test_attention_tma_takes_the_models_strided_views_and_falls_back_where_it_cannot():
+    g = torch.Generator().manual_seed(2)
+    qkv = torch.randn(2, 45, 3, 2, 32, generator=g).to(DEVICE).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    assert _descriptors(q, k, v, torch.empty_like(q), TMA, 32) is not None
+    torch.testing.assert_close(masked_attention(q, k, v, config=TMA), masked_attention_reference(q, k, v), **FP32)
+    # Every other element along the head dim: no unit stride, so the pointer path runs instead.
+    wide = torch.randn(2, 2, 45, 64, generator=g).to(DEVICE)
+    k_strided = wide[..., ::2]
+    assert _descriptors(q, k_strided, v, torch.empty_like(q), TMA, 32) is None
+    torch.testing.assert_close(masked_attention(q, k_strided, v, config=TMA),
+                               masked_attention_reference(q, k_strided, v), **FP32)
 
 
 def test_attention_strided_views_cross_length_and_scale():
@@ -263,7 +304,6 @@ def test_triton_available_here():
     assert kernels.triton_available()
 
 
-@pytest.mark.slow
 def test_gpu_check_small_runs_every_section(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
@@ -272,6 +312,10 @@ def test_gpu_check_small_runs_every_section(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["all_correct"] and not report["errors"] and not report["skipped"]
     assert report["attention_bench"] and report["patch_embed_bench"] and report["sweep"]
+    assert any(c.get("config", {}).get("tma") for c in report["correctness"])  # the descriptor path is checked
+    best = report["best_attention"]  # the sweep's fastest config, re-timed beside SDPA
+    fastest = min((r for r in report["sweep"] if "unmasked_graph_ms" in r), key=lambda r: r["unmasked_graph_ms"])
+    assert best["config"] == fastest["config"] and best["triton_graph_ms"] > 0 and best["sdpa_graph_ms"] > 0
     assert set(report["targets"]) == {"attention_unmasked_vs_sdpa", "attention_half_padding_vs_sdpa_masked",
                                       "patch_embed_keep_vs_conv_add_gather"}
 
