@@ -54,6 +54,7 @@ class BenchSettings:
     data: str | None = None  # test set folder: accuracy and agreement with fp32 per engine and precision
     limit: int = 512  # test samples scored at most
     calib: str | None = None  # dataset folder: int8 exports become static QDQ calibrated on it
+    int8_scope: str = "partial"  # what int8 exports quantise: partial | full (radiofm.export.onnx.int8_nodes)
     work: str | None = None  # keeps built models and exports for the next run; a temporary folder if None
     timeout_s: float = 1800.0  # per child process
 
@@ -73,6 +74,8 @@ class BenchSettings:
             raise BenchError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise BenchError("--threads must be at least 1")
+        if self.int8_scope not in ("partial", "full"):
+            raise BenchError(f"--int8-scope must be partial or full, got {self.int8_scope!r}")
 
 
 @dataclass
@@ -115,10 +118,11 @@ def prepare_subject(name: str, work: Path, log: Callable[[str], None]) -> Subjec
 
 
 def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
-               log: Callable[[str], None]) -> None:
+               log: Callable[[str], None], int8_scope: str = "partial") -> None:
     """Find or make the ONNX file per precision: the model folder's own export if it has one, else an
     export into the work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
+    The model folder's int8 export is taken only if it has the ``int8_scope`` asked for.
     An export in the work folder is reused only if it was made from the same weights. One that missed
     its parity tolerance is still timed (its speed is real) and its records say ``export_passed:
     false``; with random weights (a preset) int8 parity on noise often fails, and means nothing.
@@ -130,17 +134,20 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     # Every export writes fp32 first: asking for fp32 last finds it already made.
     for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
-        if (subject.folder / ONNX_FILES[precision]).is_file() and not static:
-            entry = read_report(subject.folder).get(precision, {"file": ONNX_FILES[precision]})
+        scope = int8_scope if precision == "int8" else "partial"
+        own = read_report(subject.folder).get(precision, {"file": ONNX_FILES[precision]})
+        if (subject.folder / ONNX_FILES[precision]).is_file() and not static and own.get("scope", "partial") == scope:
+            entry = own
             out = subject.folder
         else:
-            # Static and dynamic int8 share a file name: keep them in separate folders.
-            out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}"
+            # Static and dynamic int8, and the two int8 scopes, share a file name: separate folders.
+            out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
             entry = read_report(out).get(precision)
-            if entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file():
+            if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
+                    or entry.get("scope", "partial") != scope):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
-                                 samples=16, batch_sizes=(1, 4), log=lambda m: log(f"  {m}"))
+                                 samples=16, batch_sizes=(1, 4), int8_scope=scope, log=lambda m: log(f"  {m}"))
                 entry = next((r.entry for r in results if r.precision == precision), None)
                 if entry is None:  # nothing is derived from an fp32 graph that failed its parity check
                     failures = "; ".join(results[0].entry["failures"])
@@ -148,6 +155,8 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
                     continue
         subject.onnx[precision] = out / entry["file"]
         subject.export_info[precision] = {"export_passed": entry.get("passed"), "export_method": entry.get("method")}
+        if precision == "int8":
+            subject.export_info[precision]["int8_scope"] = entry.get("scope", "partial")
 
 
 # --------------------------------------------------------------------------- the test set
@@ -263,7 +272,7 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
             subject = prepare_subject(name, work, log)
             onnx_precisions = sorted({p for e, p in pairs if e == "onnx"})
             if onnx_precisions:
-                onnx_files(subject, onnx_precisions, work, settings.calib, log)
+                onnx_files(subject, onnx_precisions, work, settings.calib, log, settings.int8_scope)
             if settings.data:
                 if subject.weights == "random":
                     raise BenchError(f"{name} is a preset with random weights: scoring it on {settings.data} "

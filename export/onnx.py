@@ -11,7 +11,9 @@ Precisions:
 - fp16: weights and activations in half precision, with LayerNormalization, Softmax and Pow kept in
   fp32 (their reductions and squares are what overflow 65504); inputs and outputs stay fp32.
 - int8: ONNX Runtime quantisation of the MLP and attention MatMuls, dynamic (no data needed) or
-  static QDQ calibrated on a dataset (symmetric int8, the form TensorRT consumes).
+  static QDQ calibrated on a dataset (symmetric int8, the form TensorRT consumes). Scope ``partial``
+  (the default) keeps the qkv and output projections float; ``full`` quantises them too, after
+  smoothing the activations that feed them (see ``radiofm.export.smooth``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .metadata import (
 from .samples import Samples, calibration_set, validation_set
 
 DEFAULT_OPSET = 17  # the first opset with a single LayerNormalization op
+INT8_SCOPES = ("partial", "full")
 BATCH_SIZES = (1, 2, 7, 16)
 FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
 
@@ -155,22 +158,29 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     )
 
 
-def int8_nodes(graph: onnx.GraphProto) -> list[str]:
-    """The MatMuls int8 pays off and holds up on: the MLPs' (two thirds of a block's weights) and
-    attention's score and value products.
+def int8_nodes(graph: onnx.GraphProto, scope: str = "partial") -> list[str]:
+    """The MatMuls to quantise. ``partial``: those int8 pays off and holds up on without help, the
+    MLPs' (two thirds of a block's weights) and attention's score and value products. ``full``: every
+    MatMul of the transformer blocks, qkv and output projections included, for a smoothed graph.
 
-    The qkv and output projections stay float: their inputs (LayerNorm outputs, attention outputs)
-    carry per-channel outliers that a single per-tensor int8 scale cannot cover; on signals-nano they
-    alone took arg-max agreement from 100 % to 81-94 %. The patch embedding and the heads stay float
-    as well (under 1 % of the work, and a head's rounding moves logits directly).
+    ONNX Runtime's dynamic quantiser converts only MatMuls with a constant weight: the score and value
+    products (activation by activation) stay float there and are quantised in static QDQ only.
+    Unsmoothed, the qkv and output projections stay float: their inputs (LayerNorm outputs, attention
+    outputs) carry per-channel outliers that a single per-tensor int8 scale cannot cover; on
+    signals-nano they alone took arg-max agreement from 100 % to 81-94 %. The patch embedding and the
+    heads stay float in both scopes (under 1 % of the work, and a head's rounding moves logits directly).
     """
+    if scope not in INT8_SCOPES:
+        raise ExportError(f"int8 scope must be one of {', '.join(INT8_SCOPES)}, got {scope!r}")
     attention = ("attn/MatMul", "attn/MatMul_1")
+    if scope == "full":
+        return [n.name for n in graph.node if n.op_type == "MatMul" and ("/mlp/" in n.name or "/attn/" in n.name)]
     return [n.name for n in graph.node if n.op_type == "MatMul" and ("/mlp/" in n.name or n.name.endswith(attention))]
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray | None = None,
-                  batch_size: int = 8) -> str:
-    """int8 MatMuls (see ``int8_nodes``) with ONNX Runtime; returns the method ("dynamic" or "static").
+                  batch_size: int = 8, scope: str = "partial") -> str:
+    """int8 MatMuls (see ``int8_nodes``, ``scope``) with ONNX Runtime; returns the method ("dynamic" or "static").
 
     Without ``calib`` activations are quantised at run time (dynamic). With ``calib`` (N, C, H, W)
     the activation ranges are calibrated on it (MinMax) and written as QuantizeLinear/DequantizeLinear
@@ -184,12 +194,17 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
-        nodes = int8_nodes(graph)
+        nodes = int8_nodes(graph, scope)
         if not nodes:
             raise ExportError(f"{src} has no MLP or attention MatMuls named as radiofm exports them; nothing to quantise")
         if calib is None:
+            # Full scope: per-channel weights, since smoothing moved range into them, on 7 bits
+            # (reduce_range): CPUs without VNNI (AVX2) sum u8 x s8 pairs in saturating int16, and
+            # full-range per-channel weights overflow it (a vit-micro lost 4 % agreement that way).
+            # The file runs anywhere, so it is made safe for every CPU.
+            full = scope == "full"
             quantize_dynamic(prepared, dst, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-                             weight_type=QuantType.QInt8)
+                             weight_type=QuantType.QInt8, per_channel=full, reduce_range=full)
             return "dynamic"
         if len(calib) == 0:
             raise ExportError("static int8 calibration needs at least one sample")
@@ -331,6 +346,7 @@ def export(
     opset: int = DEFAULT_OPSET,
     threads: int | None = None,
     variable_length: bool = False,
+    int8_scope: str = "partial",
     log: Callable[[str], None] = lambda _: None,
 ) -> list[ExportResult]:
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
@@ -344,9 +360,16 @@ def export(
     (see ``TOLERANCES``). ``task`` exports another head of the same weights (``encode``
     of an MAE); it then needs its own ``out``. ``variable_length`` gives the graph a ``key_padding``
     input for captures shorter than the model's (see ``export_graph``), validated on padded input too.
+    ``int8_scope`` (``partial`` or ``full``, see ``int8_nodes``): ``full`` also quantises the qkv and
+    output projections, after smoothing their inputs with channel ranges measured on the calibration
+    data (or, without it, on the validation inputs: a range measurement, the function is unchanged).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if int8_scope not in INT8_SCOPES:
+        raise ExportError(f"int8 scope must be one of {', '.join(INT8_SCOPES)}, got {int8_scope!r}")
+    if int8_scope != "partial" and precision != "int8":
+        raise ExportError("--int8-scope chooses what int8 quantises; use it with --precision int8")
     if calib is not None and precision != "int8":
         raise ExportError("--calib calibrates int8 static quantisation; use it with --precision int8")
     if calib is not None and not isinstance(calib, Samples) and not Path(calib).is_dir():
@@ -389,11 +412,23 @@ def export(
             results.append(checker.finish(half, "fp16"))
         elif precision == "int8":
             calib_set = calib if isinstance(calib, Samples) or calib is None else calibration_set(calib, cfg)
-            log("quantising to int8 " + (f"(static QDQ, calibrated on {calib_set.source})" if calib_set else "(dynamic)"))
+            source, smoothing = fp32, None
+            if int8_scope == "full":
+                from .smooth import DEFAULT_ALPHA, smooth
+
+                basis = calib_set or val  # channel ranges only: the function itself does not change
+                log(f"smoothing the qkv, proj and fc1 inputs (alpha {DEFAULT_ALPHA}) on {len(basis.images)} samples, "
+                    f"{basis.source}")
+                source = Path(tmp) / "smoothed.onnx"
+                onnx.save(export_graph(smooth(model, basis.images), source, opset, variable_length), str(source))
+                smoothing = {"alpha": DEFAULT_ALPHA, "samples": len(basis.images), "source": basis.source}
+            log(f"quantising to int8, {int8_scope} scope "
+                + (f"(static QDQ, calibrated on {calib_set.source})" if calib_set else "(dynamic)"))
             q = Path(tmp) / "int8.onnx"
-            method = quantize_int8(fp32, q, calib_set.images if calib_set else None)
+            method = quantize_int8(source, q, calib_set.images if calib_set else None, scope=int8_scope)
             onnx.save(checker.stamp(onnx.load(str(q)), "int8"), str(q))
-            results.append(checker.finish(q, "int8", method=method, calib_set=calib_set))
+            results.append(checker.finish(q, "int8", method=method, calib_set=calib_set, scope=int8_scope,
+                                          smoothing=smoothing))
     return results
 
 
@@ -425,7 +460,8 @@ class _Checker:
         return set_metadata(graph, self.model.cfg, self.source_sha, precision)
 
     def finish(self, path: Path, precision: str, method: str | None = None,
-               calib_set: Samples | None = None) -> ExportResult:
+               calib_set: Samples | None = None, scope: str | None = None,
+               smoothing: dict[str, Any] | None = None) -> ExportResult:
         """Validate a candidate file, record it in onnx.json and move it to its final (or rejected) name."""
         task = self.model.cfg.task
         tolerance = self.tolerances[precision]
@@ -461,6 +497,8 @@ class _Checker:
         }
         if precision == "int8":
             entry["method"] = method
+            entry["scope"] = scope
+            entry["smoothing"] = smoothing
             entry.update(self.accuracy_change(session, outputs, calib_set))
         final = self.out / entry["file"]
         del session  # release the file before it is moved

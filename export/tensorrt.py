@@ -207,12 +207,13 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
 def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
                   calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
                   timing_cache: str | os.PathLike | None = None, samples: int = 64, build_command: str = "",
-                  log=lambda _: None):
+                  log=lambda _: None, int8_scope: str = "partial"):
     """ONNX export (validated) -> TensorRT engine -> parity with torch, recorded in the sidecar.
 
     The ONNX files are written first even where TensorRT or a GPU is missing, so they can be built
     elsewhere; TensorRTUnavailable is raised right after. int8 engines come from a static QDQ export,
-    so they need ``calib``. Returns (onnx results, engine path or None when the ONNX export failed).
+    so they need ``calib``; ``int8_scope`` is the ONNX export's. Returns (onnx results, engine path or
+    None when the ONNX export failed).
     """
     import numpy as np
 
@@ -231,7 +232,8 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     except TensorRTUnavailable as e:
         missing = e
     onnx_precision = "int8" if precision == "int8" else "fp32"
-    results = onnx_export.export(source, out, onnx_precision, calib=calib, samples=samples, log=log)
+    results = onnx_export.export(source, out, onnx_precision, calib=calib, samples=samples, log=log,
+                                 int8_scope=int8_scope if onnx_precision == "int8" else "partial")
     if missing is not None:
         raise missing
     if not all(r.passed for r in results):

@@ -450,12 +450,17 @@ def export_(
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
     variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX engine)."),
+    int8_scope: str = typer.Option("partial", "--int8-scope", help="int8: partial (MLP and attention products) | full (also qkv and output projections, after smoothing)."),
 ):
     """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
     if engine not in ("onnx", "trt"):
         fail(f"--engine must be onnx or trt, got {engine!r}")
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    if int8_scope not in ("partial", "full"):
+        fail(f"--int8-scope must be partial or full, got {int8_scope!r}")
+    if int8_scope != "partial" and precision != "int8":
+        fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
     from radiofm.export.onnx import ExportError, export
     from radiofm.export.tensorrt import EngineMismatch, TensorRTUnavailable, export_engine, parse_batch_profile
 
@@ -463,15 +468,15 @@ def export_(
     try:
         if engine == "onnx":
             results, plan = export(model, out, precision, calib=calib, task=task, samples=samples,
-                                   atol=atol, variable_length=variable_length, log=log), None
+                                   atol=atol, variable_length=variable_length, int8_scope=int8_scope, log=log), None
         else:
             if variable_length:
                 fail("--variable-length is for the ONNX engine: TensorRT plans take full-length input only")
             profile = parse_batch_profile(batch)
             command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
-                f" --calib {calib}" if calib else "")
+                f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope != "partial" else "")
             results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
-                                          samples, command, log)
+                                          samples, command, log, int8_scope=int8_scope)
     except TensorRTUnavailable as e:
         from radiofm.checkpoint import resolve_model_dir
         from radiofm.export.onnx import default_out
@@ -508,7 +513,7 @@ def _print_parity(entries: list[dict], paths: list[Path]) -> None:
     for entry in entries:
         if entry.get("accuracy_change") is not None:
             acc = entry["accuracy"]
-            console.print(f"int8 ({entry['method']}) accuracy on {acc['data']}: torch fp32 "
+            console.print(f"int8 ({entry['method']}, {entry.get('scope') or 'partial'} scope) accuracy on {acc['data']}: torch fp32 "
                           f"{100 * acc['torch_fp32']:.2f} %, int8 {100 * acc['onnx_int8']:.2f} % "
                           f"(change {100 * entry['accuracy_change']:+.2f} points)")
 
@@ -527,6 +532,7 @@ def bench(
     data: Optional[Path] = typer.Option(None, "--data", help="Test set folder: score each engine and precision on it."),
     limit: int = typer.Option(512, "--limit", help="Test samples scored at most."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 exports become static QDQ."),
+    int8_scope: str = typer.Option("partial", "--int8-scope", help="int8 exports: partial | full (also qkv and output projections, smoothed)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),
@@ -541,7 +547,7 @@ def bench(
     settings = BenchSettings(
         models=models, engines=engines, precisions=precisions, batches=batches, device=device, threads=threads,
         warmup=warmup, repeat=repeat, data=str(data) if data else None, limit=limit,
-        calib=str(calib) if calib else None, work=str(work) if work else None,
+        calib=str(calib) if calib else None, int8_scope=int8_scope, work=str(work) if work else None,
     )
     log = lambda msg: err_console.print(msg, highlight=False)  # noqa: E731
     try:

@@ -42,6 +42,21 @@ def test_bench_cli_writes_json_table_and_plot(tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(not ONNX_EXPORT, reason="radiofm.export is not installed")
+def test_int8_scope_reaches_the_export_the_records_and_the_table(tmp_path):
+    from radiofm.benchmarks.bench import run_bench
+    from radiofm.benchmarks.report import markdown
+
+    settings = BenchSettings(["vit-micro"], ["onnx"], ["int8"], warmup=0, repeat=1, threads=1,
+                             int8_scope="full", work=str(tmp_path))
+    doc = run_bench(settings, log=lambda _: None)
+    record, = doc["results"]
+    assert record["int8_scope"] == "full" and record["export_method"] == "dynamic"
+    report = json.loads((tmp_path / "vit-micro-onnx-full" / "onnx.json").read_text())
+    assert report["int8"]["scope"] == "full" and report["int8"]["smoothing"]["alpha"] > 0
+    assert "| int8 (dynamic, full) |" in markdown(doc)
+
+
 def test_unsupported_pairs_are_skipped_with_a_reason():
     pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch", "onnx"], ["fp32", "bf16", "int8", "fp16"]))
     assert pairs == [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "fp16")]
@@ -61,6 +76,7 @@ def test_cuda_graph_engines_need_cuda():
     BenchSettings(["vit-micro"], engines=["tensorflow"]),
     BenchSettings(["vit-micro"], precisions=["int4"]),
     BenchSettings(["vit-micro"], batches=[0]),
+    BenchSettings(["vit-micro"], int8_scope="most"),
 ])
 def test_bad_settings_are_refused(settings):
     with pytest.raises(BenchError):

@@ -145,6 +145,58 @@ def test_int8_dynamic_and_static_agree_and_report_accuracy(classifier_dir, test_
     assert report["fp32"]["file"] == "model.onnx" and report["int8"]["file"] == "model.int8.onnx"
 
 
+def _qkv_input_spread(model, images) -> float:
+    """How far the largest input channel of block 0's qkv stands out: max over channels / median."""
+    from radiofm.export.smooth import input_channel_max
+
+    peak = input_channel_max(model, images)["blocks.0.attn.qkv"]
+    return float(peak.max() / peak.median())
+
+
+def test_smoothing_keeps_the_function_and_evens_out_outlier_channels(classifier_dir, test_set):
+    from radiofm.export.smooth import smooth
+
+    model = load_model(classifier_dir).eval()
+    with torch.no_grad():  # outlier channels, as LayerNorm grows them in larger ViTs
+        model.blocks[0].norm1.weight[:3] *= 30.0
+        model.blocks[1].norm2.weight[5:7] *= 30.0
+    x = torch.from_numpy(test_set.images)
+    smoothed = smooth(model, test_set.images[:64])
+    with torch.no_grad():
+        before, after = model(x), smoothed(x)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)  # the same function
+    assert model.blocks[0].norm1.weight[0] != smoothed.blocks[0].norm1.weight[0]  # a copy was changed
+    assert _qkv_input_spread(smoothed, test_set.images) < _qkv_input_spread(model, test_set.images) / 3
+    with pytest.raises(ValueError, match="alpha"):
+        smooth(model, test_set.images[:4], alpha=1.5)
+
+
+def test_int8_full_scope_quantises_the_projections_and_keeps_agreement(classifier_dir, test_set, tmp_path):
+    _, partial = export(classifier_dir, tmp_path / "partial", "int8", validation=test_set)
+    _, full = export(classifier_dir, tmp_path / "full", "int8", validation=test_set, int8_scope="full")
+    check_parity(full, agreement=0.99)
+    assert partial.entry["scope"] == "partial" and partial.entry["smoothing"] is None
+    assert full.entry["scope"] == "full" and full.entry["smoothing"]["alpha"] == 0.8
+    assert full.entry["smoothing"]["source"] == "band test set"  # no --calib: the validation inputs
+
+    def integer_matmuls(result):
+        return [n.name for n in onnx.load(str(result.path)).graph.node if n.op_type == "MatMulInteger"]
+
+    depth = load_model(classifier_dir).cfg.depth
+    # Dynamic int8 converts the MatMuls with constant weights: fc1, fc2; full adds qkv and proj.
+    assert len(integer_matmuls(partial)) == 2 * depth
+    assert len(integer_matmuls(full)) == 4 * depth
+    assert any("attn/qkv" in name for name in integer_matmuls(full))
+    assert not any("attn/qkv" in name or "attn/proj" in name for name in integer_matmuls(partial))
+
+    with pytest.raises(ExportError, match="--precision int8"):
+        export(classifier_dir, tmp_path / "x", "fp32", int8_scope="full")
+    with pytest.raises(ExportError, match="int8 scope"):
+        export(classifier_dir, tmp_path / "x", "int8", int8_scope="everything")
+    result = runner.invoke(app, ["export", str(classifier_dir), "-p", "int8", "--int8-scope", "most"])
+    assert result.exit_code != 0 and "--int8-scope must be partial or full" in result.output
+
+
 def test_segmenter_matches_torch_on_lte_nr_frames(tmp_path):
     torch.manual_seed(0)
     cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"])
