@@ -176,12 +176,14 @@ xeon)
     rfm export "$model" -p int8 2>&1 | tail -3 || echo "xeon export failed"
     rfm export "$model" -p int8 --int8-scope full -o "$bench_work/$(basename "$model")-onnx-full" 2>&1 | tail -3 \
         || echo "xeon full-scope export failed"
-    taskset -c 0,1 "$PY" -c "import os; print('bench cores', sorted(os.sched_getaffinity(0)))"
-    (cd "$WORK" && taskset -c 0,1 "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
+    pin="taskset -c 0,1"
+    command -v taskset >/dev/null || { pin=""; echo "taskset missing: 2 threads, not pinned to 2 cores"; }
+    $pin "$PY" -c "import os; print('bench cores', sorted(os.sched_getaffinity(0)))"
+    (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
         --threads 2 -n "${REPEAT:-50}" --data "$WORK/signals-test" --limit "${LIMIT:-800}" --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.json" \
         --plot "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.png") || echo "xeon bench failed"
     # int8 of every block MatMul (qkv and output projections too, smoothed), against ONNX fp32.
-    (cd "$WORK" && taskset -c 0,1 "$PY" -m radiofm.cli bench "$model" -e onnx -p fp32 -p int8 --int8-scope full -b 1 \
+    (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e onnx -p fp32 -p int8 --int8-scope full -b 1 \
         --threads 2 -n "${REPEAT:-50}" --data "$WORK/signals-test" --limit "${LIMIT:-800}" --work "$bench_work" \
         --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals-int8-full.json") || echo "xeon full-scope bench failed"
     ;;
