@@ -95,7 +95,8 @@ class Shapes:
                 (64, 32, 4, 4, False), (64, 32, 4, 2, True), (64, 32, 4, 4, True), (128, 64, 4, 3, False),
                 (128, 64, 4, 3, True), (128, 32, 8, 3, False), (128, 32, 8, 3, True), (128, 64, 8, 3, True),
                 (64, 32, 8, 3, False), (64, 64, 4, 2, False), (64, 64, 4, 4, True), (128, 32, 4, 3, True),
-                (64, 16, 4, 3, False), (64, 64, 8, 3, True), (128, 128, 8, 3, True), (64, 64, 4, 3, False),
+                (64, 32, 4, 1, False), (64, 64, 4, 1, True), (64, 16, 4, 3, False), (64, 64, 8, 3, True),
+                (128, 128, 8, 3, True), (64, 64, 4, 3, False),
             ]
             self.attn_sweep_padded = 3  # the fastest unmasked configs also timed with half the keys padded
             self.attn_tma = (64, 32, 4, 3, True)  # the descriptor-load config the correctness cases run
