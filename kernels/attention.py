@@ -53,6 +53,19 @@ def default_config(head_dim: int) -> AttentionConfig:
 
 
 @triton.jit
+def _load_tile(ptrs, valid_mask, d_mask, MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+    # A pointer tile of K or V: fully masked in a block with invalid keys, else only the padded head
+    # dim (if any), else unmasked.
+    if MASKED:
+        tile = tl.load(ptrs, mask=valid_mask & d_mask, other=0.0)
+    elif EVEN_D:
+        tile = tl.load(ptrs)
+    else:
+        tile = tl.load(ptrs, mask=d_mask, other=0.0)
+    return tile
+
+
+@triton.jit
 def _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b, h, start_n, cols, valid, offs_d, d_ok, qk_scale,
                   stride_kn, stride_kd, stride_vn, stride_vd, DOT_PRECISION: tl.constexpr,
                   MASKED: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr,
@@ -64,13 +77,8 @@ def _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b, h, start_n, cols, v
     if USE_TMA:
         k = tl.trans(K.load([b, h, start_n, 0]).reshape(BLOCK_N, BLOCK_D))
     else:
-        k_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
-        if MASKED:
-            k = tl.load(k_ptrs, mask=d_ok[:, None] & valid[None, :], other=0.0)
-        elif EVEN_D:
-            k = tl.load(k_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
+        k = _load_tile(k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn,
+                       valid[None, :], d_ok[:, None], MASKED, EVEN_D)
     qk = tl.dot(q, k, input_precision=DOT_PRECISION)
     if MASKED:
         # Also what keeps a padded key's NaN or inf (a descriptor load reads it) out of the max.
@@ -88,13 +96,8 @@ def _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b, h, start_n, cols, v
             v = tl.where(valid[:, None], v, 0.0)
     else:
         # Padded keys are never loaded: their values may hold anything, inf and NaN included.
-        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASKED:
-            v = tl.load(v_ptrs, mask=valid[:, None] & d_ok[None, :], other=0.0)
-        elif EVEN_D:
-            v = tl.load(v_ptrs)
-        else:
-            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                       valid[:, None], d_ok[None, :], MASKED, EVEN_D)
     # The rescaled accumulator goes into the dot as its addend (one MMA chain, no separate add).
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
     return acc, l_i, m_new
