@@ -131,11 +131,12 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     from radiofm.export.onnx import export, sha256_file
 
     source_sha = sha256_file(subject.folder / "model.safetensors")
+    own_report = read_report(subject.folder)
     # Every export writes fp32 first: asking for fp32 last finds it already made.
     for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
         scope = int8_scope if precision == "int8" else "partial"
-        own = read_report(subject.folder).get(precision, {"file": ONNX_FILES[precision]})
+        own = own_report.get(precision, {"file": ONNX_FILES[precision]})
         if (subject.folder / ONNX_FILES[precision]).is_file() and not static and own.get("scope", "partial") == scope:
             entry = own
             out = subject.folder
