@@ -18,7 +18,6 @@ Precisions:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 
-from radiofm.checkpoint import WEIGHTS_FILE, ZOO_DIR, load_config, load_model, resolve_model_dir
+from radiofm.checkpoint import WEIGHTS_FILE, exports_dir, load_config, load_model, resolve_model_dir, sha256_file
 from radiofm.config import ModelConfig
 
 from .metadata import (
@@ -102,14 +101,6 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------- export and convert
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export_graph(model: torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
                  variable_length: bool = False) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) into one self-contained ONNX file with a dynamic batch axis, simplified.
@@ -352,7 +343,7 @@ def export(
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
     per file written: fp32 always (the other precisions derive from it), then the one asked for.
 
-    ``out`` defaults to the model folder (a zoo model's: see ``default_out``). ``calib`` (a dataset
+    ``out`` defaults to the model folder (a zoo model's: see ``radiofm.checkpoint.exports_dir``). ``calib`` (a dataset
     folder, or prepared ``Samples``) makes int8 static QDQ and is where its
     accuracy change is measured; without it int8 is dynamic and the change is measured on the
     validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
@@ -385,7 +376,7 @@ def export(
         raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
     model = load_model(folder, task=task)
     cfg = model.cfg
-    out = Path(out) if out is not None else default_out(folder)
+    out = Path(out) if out is not None else exports_dir(folder)
     out.mkdir(parents=True, exist_ok=True)
     log(f"writing to {out}")
 
@@ -430,15 +421,6 @@ def export(
             results.append(checker.finish(q, "int8", method=method, calib_set=calib_set, scope=int8_scope,
                                           smoothing=smoothing))
     return results
-
-
-def default_out(folder: Path) -> Path:
-    """The model folder itself; for a zoo model (inside the installed package, perhaps read-only)
-    ``$RADIOFM_CACHE`` (default ``~/.cache/radiofm``) / ``<name>-<weights sha256[:12]>``."""
-    if folder.resolve().parent != ZOO_DIR.resolve():
-        return folder
-    cache = Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
-    return cache / f"{folder.name}-{sha256_file(folder / WEIGHTS_FILE)[:12]}"
 
 
 @dataclass

@@ -7,6 +7,7 @@ place, so an interrupted save leaves the previous model intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -72,6 +73,28 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         f"no model folder or zoo model named {str(name_or_path)!r}; zoo models: {', '.join(zoo_names()) or 'none'}"
     )
 
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def exports_dir(folder: str | os.PathLike) -> Path:
+    """Where a model folder's exports (ONNX files, TensorRT plans) are written and found.
+
+    The folder itself; for a zoo model (inside the installed package, perhaps read-only)
+    ``$RADIOFM_CACHE`` (default ``~/.cache/radiofm``) / ``<name>-<weights sha256[:12]>``, so an
+    export made from other weights is never picked up.
+    """
+    folder = Path(folder)
+    if folder.resolve().parent != ZOO_DIR.resolve():
+        return folder
+    cache = Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
+    return cache / f"{folder.name}-{sha256_file(folder / WEIGHTS_FILE)[:12]}"
 
 def load_config(name_or_path: str | os.PathLike) -> ModelConfig:
     folder = resolve_model_dir(name_or_path)

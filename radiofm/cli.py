@@ -478,10 +478,9 @@ def export_(
             results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
                                           samples, command, log, int8_scope=int8_scope)
     except TensorRTUnavailable as e:
-        from radiofm.checkpoint import resolve_model_dir
-        from radiofm.export.onnx import default_out
+        from radiofm.checkpoint import exports_dir, resolve_model_dir
 
-        fail(f"{e}; the ONNX model is written to {out or default_out(resolve_model_dir(model))}")
+        fail(f"{e}; the ONNX model is written to {out or exports_dir(resolve_model_dir(model))}")
     except (ExportError, EngineMismatch, ValueError, FileNotFoundError, RuntimeError) as e:
         fail(str(e))
     entries = [r.entry for r in results]

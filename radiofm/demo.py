@@ -32,12 +32,12 @@ def exported(model: str, precision: str, console: Console) -> Path:
     The fp32 export must match torch; a derived precision that misses its tolerance is reported and
     left out of the demo (its file is kept as ``*.rejected.onnx``), as ``radiofm export`` would.
     """
-    from radiofm.checkpoint import resolve_model_dir
+    from radiofm.checkpoint import exports_dir, resolve_model_dir
     from radiofm.export.metadata import read_report
-    from radiofm.export.onnx import default_out, export
+    from radiofm.export.onnx import export
 
     src = resolve_model_dir(model)
-    folder = default_out(src)  # a zoo model's cache folder, keyed by its weights
+    folder = exports_dir(src)  # a zoo model's cache folder, keyed by its weights
     wanted = list(dict.fromkeys(("fp32", precision)))
     report = read_report(folder) if folder.is_dir() else {}
     if not all(p in report for p in wanted):

@@ -377,11 +377,14 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
         return OnnxEngine(path, "cpu" if auto_device and not _ort_has_cuda() else device, threads)
     if path.suffix == ".plan":
         return TensorRTEngine(path)
-    if not path.is_dir() or not any(path.glob("*.onnx")):
-        from radiofm.checkpoint import resolve_model_dir
+    if path.is_dir() and any(path.glob("*.onnx")):
+        exports = path  # an export folder, or a model folder with its exports beside it
+    else:
+        from radiofm.checkpoint import exports_dir, resolve_model_dir
 
         path = resolve_model_dir(name_or_path)
-    files = find_artifacts(path)
+        exports = exports_dir(path)  # a zoo model's are in the cache, keyed by its weights
+    files = {**find_artifacts(exports), **find_artifacts(path)}
     trt_key = f"trt:{'fp16' if precision == 'fp32' else precision}"  # TensorRT's float engines are fp16
     if engine == "auto":
         if device == "cuda" and _trt_usable() and trt_key in files:
@@ -392,14 +395,14 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
             engine = "torch"
     if engine == "trt":
         if trt_key not in files:
-            raise FileNotFoundError(f"no TensorRT plan for {precision} in {path}: "
-                                    f"run `radiofm export {path} --engine trt --precision {precision}`")
+            raise FileNotFoundError(f"no TensorRT plan for {precision} in {exports}: "
+                                    f"run `radiofm export {name_or_path} --engine trt --precision {precision}`")
         return TensorRTEngine(files[trt_key])
     if engine == "onnx":
         key = f"onnx:{precision}"
         if key not in files:
-            raise FileNotFoundError(f"no {ONNX_FILES.get(precision, precision)} in {path}: "
-                                    f"run `radiofm export {path} --engine onnx --precision {precision}`")
+            raise FileNotFoundError(f"no {ONNX_FILES.get(precision, precision)} in {exports}: "
+                                    f"run `radiofm export {name_or_path} --engine onnx --precision {precision}`")
         return OnnxEngine(files[key], "cpu" if auto_device and not _ort_has_cuda() else device, threads)
     if "weights" not in files:
         raise FileNotFoundError(f"{path} has no model.safetensors for the torch engine")

@@ -61,7 +61,28 @@ def test_torch_and_onnx_give_the_same_segmentation_maps(lte_nr_onnx):
 
 def test_auto_picks_onnx_when_an_export_is_there(signals_onnx):
     assert open_engine(signals_onnx).name == "onnx"
-    assert open_engine("signals-nano").name == "torch"  # the zoo folder itself holds no export
+
+
+def test_a_zoo_model_is_opened_with_the_exports_that_radiofm_export_made(monkeypatch, tmp_path):
+    """`radiofm export signals-nano` writes to the cache (the package folder may be read-only);
+    opening "signals-nano" must find it there, and say which command makes it when it is not."""
+    from radiofm.checkpoint import ZOO_DIR, exports_dir
+    from radiofm.export.onnx import export
+
+    monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path))
+    assert open_engine("signals-nano").name == "torch"
+    with pytest.raises(FileNotFoundError, match="run `radiofm export signals-nano --engine onnx --precision fp32`"):
+        Classifier.from_pretrained("signals-nano", engine="onnx")
+
+    export("signals-nano", samples=2, batch_sizes=(1,))
+    assert (exports_dir(ZOO_DIR / "signals-nano") / "model.onnx").is_file()
+    assert not (ZOO_DIR / "signals-nano" / "model.onnx").exists()
+    assert open_engine("signals-nano").name == "onnx"
+    clf = Classifier.from_pretrained("signals-nano", engine="onnx")
+    assert clf.engine.name == "onnx"
+    assert Classifier.from_pretrained("signals-nano", engine="torch").engine.name == "torch"
+    with pytest.raises(FileNotFoundError, match="run `radiofm export signals-nano --engine onnx --precision int8`"):
+        Classifier.from_pretrained("signals-nano", engine="onnx", precision="int8")
 
 
 def test_an_onnx_application_never_imports_torch(signals_onnx):

@@ -248,15 +248,14 @@ def test_refuses_what_cannot_be_exported(mae_dir, tmp_path):
 
 
 def test_exports_go_beside_the_model_and_zoo_exports_to_the_cache(classifier_dir, monkeypatch, tmp_path):
-    from radiofm.checkpoint import ZOO_DIR, zoo_names
-    from radiofm.export.onnx import default_out
+    from radiofm.checkpoint import ZOO_DIR, exports_dir, zoo_names
 
-    assert default_out(classifier_dir) == classifier_dir
+    assert exports_dir(classifier_dir) == classifier_dir
     if not zoo_names():
         pytest.skip("no zoo model in this checkout")
     monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path))
     name = zoo_names()[0]
-    out = default_out(ZOO_DIR / name)
+    out = exports_dir(ZOO_DIR / name)
     assert out.parent == tmp_path and out.name.startswith(f"{name}-")
 
 
