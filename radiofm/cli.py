@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # reflows the commands' docstrings to the terminal's width
 )
 data_app = typer.Typer(help="Synthesise and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -295,7 +296,7 @@ _MIN_LR = typer.Option(0.0, "--min-lr", help="Learning rate at the end of the co
 _WARMUP = typer.Option(None, "--warmup-epochs", help="Linear warmup length [default: 10% of --epochs].")
 _AMP = typer.Option("auto", "--amp", help="auto (bf16 on GPUs and bf16-capable CPUs) | bf16 | off.")
 _SEED = typer.Option(0, "--seed", help="Seeds the initialisation, data order, masking and drop path.")
-_CKPT = typer.Option(0, "--ckpt-every", help="Optimizer steps between checkpoints [default: once per epoch].")
+_CKPT = typer.Option(0, "--ckpt-every", help="Optimizer steps between checkpoints [default: once per epoch].", show_default=False)
 _THREADS = typer.Option(None, "--threads", help="torch CPU threads [default: cores / processes].")
 _RESUME = typer.Option(False, "--resume", help="Require a checkpoint in --out (resuming is automatic when one exists).")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")
