@@ -202,3 +202,25 @@ def test_a_variable_length_onnx_export_masks_short_captures_like_torch(request, 
     if task_dir == "seg_dir":
         a, b = a[..., :16], b[..., :16]
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_the_demo_runs_every_engine_and_reuses_its_exports(tmp_path):
+    """The README's first command: exports once, scores every engine on fresh captures, draws them."""
+    from rich.console import Console
+
+    from radiofm.demo import run_demo
+
+    console = Console(record=True, width=200)
+    result = run_demo(tmp_path / "demo.png", n_per_class=1, n_frames=2, repeats=2, console=console)
+    runs = {(model, run["label"]): run for model, run in result["runs"]}
+    assert {("signals-nano", "torch fp32"), ("signals-nano", "onnx fp32"), ("signals-nano", "onnx int8"),
+            ("lte-nr-nano", "torch fp32"), ("lte-nr-nano", "onnx fp32")} <= set(runs)
+    for (model, label), run in runs.items():
+        assert run["p50_ms"] > 0 and 0 <= run["accuracy"] <= 1
+    assert runs[("lte-nr-nano", "onnx fp32")]["accuracy"] > 0.8
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert "exported ONNX" in console.export_text()
+
+    console = Console(record=True, width=200)
+    run_demo(tmp_path / "again.png", n_per_class=1, n_frames=1, repeats=1, console=console)
+    assert "from the cache" in console.export_text() and "exported ONNX" not in console.export_text()
