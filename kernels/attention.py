@@ -197,8 +197,7 @@ def masked_attention(
     """
     _check_attention_inputs(q, k, v, key_padding)
     device = check_device("masked_attention", _masked_attention_fwd, q=q, k=k, v=v, key_padding=key_padding)
-    batch, heads, n_q, head_dim = q.shape
-    n_k = k.shape[2]
+    head_dim = q.shape[3]
     cfg = config or default_config(head_dim)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     if not scale > 0:
@@ -206,6 +205,16 @@ def masked_attention(
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if out.numel() == 0:
         return out
+    grid, args, meta = _launch_args(q, k, v, key_padding, out, scale, cfg)
+    with on_device(device):
+        _masked_attention_fwd[grid](*args, **meta)
+    return out
+
+
+def _launch_args(q, k, v, key_padding, out, scale: float, cfg: AttentionConfig):
+    """(grid, arguments, meta-parameters) of one launch of ``_masked_attention_fwd``, which
+    ``radiofm.kernels.compile_check`` also compiles for GPU targets without a GPU."""
+    batch, heads, n_q, head_dim = q.shape
     # Triton takes a bool tensor as i1; bytes are what the kernel loads.
     padding = key_padding.view(torch.uint8) if key_padding is not None else out
     padding_strides = padding.stride() if key_padding is not None else (0, 0)
@@ -213,16 +222,12 @@ def masked_attention(
     descriptors = _descriptors(q, k, v, out, cfg, block_d) if cfg.tma else None
     q_arg, k_arg, v_arg, out_arg = descriptors or (q, k, v, out)
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
-    with on_device(device):
-        _masked_attention_fwd[grid](
-            q_arg, k_arg, v_arg, padding, out_arg,
-            scale * _LOG2E, heads, n_q, n_k,
-            *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride(),
-            HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, USE_TMA=descriptors is not None,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
-    return out
+    args = (q_arg, k_arg, v_arg, padding, out_arg, scale * _LOG2E, heads, n_q, k.shape[2],
+            *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride())
+    meta = dict(HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
+                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, USE_TMA=descriptors is not None,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return grid, args, meta
 
 
 def _descriptors(q, k, v, out, cfg: AttentionConfig, block_d: int):

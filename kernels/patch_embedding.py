@@ -125,10 +125,9 @@ def patch_embed(
     _check_patch_embed_inputs(images, weight, bias, pos_embed, keep)
     device = check_device("patch_embed", _patch_embed_fwd, images=images, weight=weight, bias=bias,
                           pos_embed=pos_embed, keep=keep)
-    batch, chans, height, width = images.shape
+    batch, _, height, width = images.shape
     embed_dim, _, p, _ = weight.shape
-    grid_w = width // p
-    n_tokens = (height // p) * grid_w
+    n_tokens = (height // p) * (width // p)
     if keep is not None and check_keep and keep.numel():
         low, high = torch.stack(keep.aminmax()).tolist()  # one read-back, one sync on CUDA
         if low < 0 or high >= n_tokens:
@@ -137,21 +136,32 @@ def patch_embed(
     out = torch.empty(batch, n_out_tokens, embed_dim, dtype=images.dtype, device=device)
     if out.numel() == 0:
         return out
+    grid, args, meta = _launch_args(images, weight, bias, pos_embed, keep, out, config)
+    with on_device(device):
+        _patch_embed_fwd[grid](*args, **meta)
+    return out
+
+
+def _launch_args(images, weight, bias, pos_embed, keep, out, config: PatchEmbedConfig | None):
+    """(grid, arguments, meta-parameters) of one launch of ``_patch_embed_fwd``, which
+    ``radiofm.kernels.compile_check`` also compiles for GPU targets without a GPU."""
+    batch, chans, height, width = images.shape
+    embed_dim, _, p, _ = weight.shape
+    grid_w = width // p
+    n_tokens = (height // p) * grid_w
+    n_out_tokens = out.shape[1]
     pos = pos_embed.reshape(n_tokens, embed_dim)
     cfg = config or default_config(embed_dim, chans * p * p)
     n_rows = batch * n_out_tokens
     grid = (triton.cdiv(n_rows, cfg.block_m), triton.cdiv(embed_dim, cfg.block_n))
-    with on_device(device):
-        _patch_embed_fwd[grid](
-            images, weight, bias if bias is not None else pos, pos, keep if keep is not None else out, out,
+    args = (images, weight, bias if bias is not None else pos, pos, keep if keep is not None else out, out,
             n_rows, n_out_tokens, n_tokens, grid_w, chans * p * p, embed_dim,
             *images.stride(), *weight.stride(), *pos.stride(),
-            *(keep.stride() if keep is not None else (0, 0)),
-            P=p, HAS_BIAS=bias is not None, HAS_KEEP=keep is not None, DOT_PRECISION=dot_precision(images.dtype),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
-    return out
+            *(keep.stride() if keep is not None else (0, 0)))
+    meta = dict(P=p, HAS_BIAS=bias is not None, HAS_KEEP=keep is not None, DOT_PRECISION=dot_precision(images.dtype),
+                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return grid, args, meta
 
 
 def patch_embed_reference(
