@@ -309,6 +309,44 @@ def test_gpu_check_small_runs_every_section(tmp_path):
                                       "patch_embed_keep_vs_conv_add_gather"}
 
 
+_COMPILE_SCRIPT = """
+import json, sys
+from dataclasses import asdict
+from radiofm.kernels import compile_check as cc
+wanted = {"attention d=64 fp16": (80, 90), "attention d=64 fp16 key padding": (90,),
+          "attention d=64 fp16 tma": (90,), "patch embed D=768 fp16 keep 25%": (90,)}
+results = []
+for case in cc.cases():
+    if case.name in wanted:
+        results += cc.run(wanted[case.name], [case], log=lambda line: None)
+json.dump([asdict(r) for r in results], sys.stdout)
+"""
+
+
+def test_default_configs_compile_for_ampere_and_hopper_without_spills_within_shared_memory():
+    """The interpreter accepts what a GPU compile may reject: compile the real launches for sm_80 and
+    sm_90 here (no GPU needed) and check what the compiler made of them."""
+    from radiofm.kernels.compile_check import _cuobjdump
+
+    if _cuobjdump() is None:
+        pytest.skip("no cuobjdump (triton's NVIDIA backend ships one) to read the compiled kernels")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {(r["case"], r["arch"]): r for r in json.loads(out.stdout)}
+    assert len(results) == 5
+    for (case, arch), r in results.items():
+        assert r["ok"], f"{case} on sm_{arch}: {r['error']}"
+        assert r["spill_bytes"] == 0, f"{case} on sm_{arch} spills {r['spill_bytes']} bytes per thread"
+        assert r["shared_bytes"] <= r["shared_limit"], f"{case} on sm_{arch} needs {r['shared_bytes']} B of shared memory"
+        mma = r["instructions"]["wgmma" if arch >= 90 else "mma"]
+        assert mma > 0, f"{case} on sm_{arch} has no tensor-core instruction"
+    plain, tma = results[("attention d=64 fp16", 90)], results[("attention d=64 fp16 tma", 90)]
+    assert plain["instructions"]["cp_async"] > 0 and plain["instructions"]["tma"] == 0  # pipelined loads
+    assert tma["instructions"]["tma"] > 0 and tma["config"]["USE_TMA"]
+
+
 # --------------------------------------------------------------------------- the model's dispatch
 def _micro(task, **overrides):
     from radiofm.config import preset
