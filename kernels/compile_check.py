@@ -33,7 +33,7 @@ import triton
 
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.uint8: "u8",
            torch.int8: "i8", torch.int32: "i32", torch.int64: "i64", torch.bool: "i1"}
-_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 # SASS mnemonics: warpgroup MMA (Hopper), warp MMA (Ampere and later), TMA copies, async copies.
 # Shared memory one thread block may opt in to, per compute capability (CUDA programming guide).
 _SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
@@ -162,7 +162,7 @@ def _patch_embed_launch(batch, size, patch, dim, dtype, mask_ratio):
 
 def cases() -> list[Case]:
     """The shipped default configs at the shapes gpu_check times (B=64, N=197, ViT-B patch embedding),
-    plus the descriptor (TMA) variant where it applies (sm_90 and newer)."""
+    plus two variants the GPU sweep tries on Hopper: descriptor (TMA) loads, and a register cap."""
     from . import attention, patch_embedding
 
     attn = attention._masked_attention_fwd
@@ -172,6 +172,8 @@ def cases() -> list[Case]:
         Case("attention d=64 fp16 key padding", attn, _attention_launch(64, 12, 197, 64, torch.float16, padded=True)),
         Case("attention d=64 fp16 tma", attn, _attention_launch(
             64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(tma=True)), archs=(90,)),
+        Case("attention d=64 fp16 maxnreg 80", attn, _attention_launch(
+            64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(maxnreg=80)), archs=(90,)),
         Case("patch embed D=768 fp16 keep 25%", patch_embedding._patch_embed_fwd,
              _patch_embed_launch(64, 224, 16, 768, torch.float16, 0.75)),
         Case("patch embed D=512 fp16 all tokens", patch_embedding._patch_embed_fwd,
