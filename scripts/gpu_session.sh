@@ -176,9 +176,29 @@ xeon)
     rfm export "$model" -p int8 2>&1 | tail -3 || echo "xeon export failed"
     rfm export "$model" -p int8 --int8-scope full -o "$bench_work/$(basename "$model")-onnx-full" 2>&1 | tail -3 \
         || echo "xeon full-scope export failed"
-    pin="taskset -c 0,1"
+    # Two logical CPUs on different physical cores: on hosts that number SMT siblings next to each
+    # other, "0,1" would be one core's two hyperthreads.
+    cpus="$("$PY" - <<'PYEOF'
+import os
+picked, cores = [], set()
+for cpu in sorted(os.sched_getaffinity(0)):
+    try:
+        topo = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        core = tuple(open(topo + name).read().strip() for name in ("physical_package_id", "core_id"))
+    except OSError:
+        core = (cpu,)
+    if core not in cores:
+        cores.add(core)
+        picked.append(cpu)
+print(",".join(map(str, picked[:2])))
+PYEOF
+)"
+    pin="taskset -c $cpus"
     command -v taskset >/dev/null || { pin=""; echo "taskset missing: 2 threads, not pinned to 2 cores"; }
-    $pin "$PY" -c "import os; print('bench cores', sorted(os.sched_getaffinity(0)))"
+    $pin "$PY" -c "import os; print('bench cpus', sorted(os.sched_getaffinity(0)))"
+    for cpu in ${cpus//,/ }; do
+        echo "cpu$cpu siblings: $(cat /sys/devices/system/cpu/cpu$cpu/topology/thread_siblings_list 2>/dev/null || echo unknown)"
+    done
     (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
         --threads 2 -n "${REPEAT:-50}" --data "$WORK/signals-test" --limit "${LIMIT:-800}" --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.json" \
         --plot "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.png") || echo "xeon bench failed"
