@@ -343,8 +343,8 @@ def export(
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
     per file written: fp32 always (the other precisions derive from it), then the one asked for.
 
-    ``out`` defaults to the model folder (a zoo model's: see ``radiofm.checkpoint.exports_dir``). ``calib`` (a dataset
-    folder, or prepared ``Samples``) makes int8 static QDQ and is where its
+    ``out`` defaults to the model folder (a zoo model's: see ``radiofm.checkpoint.exports_dir``).
+    ``calib`` (a dataset folder, or prepared ``Samples``) makes int8 static QDQ and is where its
     accuracy change is measured; without it int8 is dynamic and the change is measured on the
     validation set. The validation set is ``samples`` synthetic inputs (see ``validation_set``)
     unless ``validation`` gives one. ``atol`` replaces the max |diff| tolerance of ``precision``
