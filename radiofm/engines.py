@@ -57,8 +57,10 @@ class Engine:
 
 # --------------------------------------------------------------------------- torch
 class TorchEngine(Engine):
-    """The model itself. bf16 through autocast where the device has it; on CUDA, fixed shapes can be
-    replayed as CUDA graphs (``cuda_graphs=True``), captured once per batch size."""
+    """The model itself. bf16 (and fp16 on CUDA) through autocast, with the Linear layers' weights
+    cast once at load: autocast would otherwise copy every weight to half precision on every call
+    (for vit-s, 38 M values, tens of ms a forward on a 2-core CPU), for the same numbers. On CUDA,
+    fixed shapes can be replayed as CUDA graphs (``cuda_graphs=True``), captured once per batch size."""
 
     name = "torch"
 
@@ -77,6 +79,14 @@ class TorchEngine(Engine):
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model_dir, device=device, task=task)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if half is not None:
+            # Only the Linear layers: autocast runs them in half precision anyway, while LayerNorm,
+            # the position embedding and the patch projection (which the Triton kernel reads in the
+            # images' dtype) stay fp32 as autocast would keep or compute them.
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(half)
         self.cfg = self.model.cfg
         self.device, self.precision = device, precision
         self._torch = torch

@@ -104,3 +104,26 @@ def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"\x08\x01garbage")
     with pytest.raises(ValueError, match="model.onnx"):
         open_engine(tmp_path / "model.onnx")
+
+
+def test_torch_bf16_casts_the_linear_weights_once_and_gives_autocasts_numbers():
+    """Autocast alone copies every weight to bf16 on every call; the engine casts them at load. The
+    outputs must be exactly those of autocast over the fp32 model."""
+    import torch
+
+    from radiofm.checkpoint import load_model
+    from radiofm.engines import TorchEngine
+
+    for name in ("signals-nano", "lte-nr-nano"):
+        engine = TorchEngine(name, precision="bf16")
+        linears = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+        assert engine.model.patch_embed.proj.weight.dtype == torch.float32  # the Triton kernel reads it
+        reference = load_model(name).eval()
+        cfg = reference.cfg
+        x = np.random.default_rng(1).standard_normal((3, cfg.in_chans, *cfg.img_size)).astype(np.float32)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = reference(torch.from_numpy(x))
+        (out,) = engine.run(x)
+        assert torch.equal(torch.from_numpy(out), expected.float())
+        assert not torch.equal(expected.float(), reference(torch.from_numpy(x)).detach())  # bf16 did change them
