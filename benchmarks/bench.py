@@ -119,27 +119,30 @@ def prepare_subject(name: str, work: Path, log: Callable[[str], None]) -> Subjec
 
 def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
                log: Callable[[str], None], int8_scope: str = "partial") -> None:
-    """Find or make the ONNX file per precision: the model folder's own export if it has one, else an
-    export into the work folder through ``radiofm.export`` (the folder the user gave is left alone).
+    """Find or make the ONNX file per precision: the model's own export if it has one (beside it, or
+    for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
+    work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
     The model folder's int8 export is taken only if it has the ``int8_scope`` asked for.
     An export in the work folder is reused only if it was made from the same weights. One that missed
     its parity tolerance is still timed (its speed is real) and its records say ``export_passed:
     false``; with random weights (a preset) int8 parity on noise often fails, and means nothing.
     """
+    from radiofm.checkpoint import exports_dir, sha256_file
     from radiofm.export import read_report
-    from radiofm.export.onnx import export, sha256_file
+    from radiofm.export.onnx import export
 
     source_sha = sha256_file(subject.folder / "model.safetensors")
-    own_report = read_report(subject.folder)
+    own_folder = exports_dir(subject.folder)
+    own_report = read_report(own_folder)
     # Every export writes fp32 first: asking for fp32 last finds it already made.
     for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
         scope = int8_scope if precision == "int8" else "partial"
         own = own_report.get(precision, {"file": ONNX_FILES[precision]})
-        if (subject.folder / ONNX_FILES[precision]).is_file() and not static and own.get("scope", "partial") == scope:
+        if (own_folder / ONNX_FILES[precision]).is_file() and not static and own.get("scope", "partial") == scope:
             entry = own
-            out = subject.folder
+            out = own_folder
         else:
             # Static and dynamic int8, and the two int8 scopes, share a file name: separate folders.
             out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"

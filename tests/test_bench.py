@@ -113,3 +113,21 @@ def test_agreement_is_against_fp32_and_copied_to_other_batches(tmp_path):
     assert records[1]["agreement_vs_fp32"] == 1.0
     assert records[2]["agreement_vs_fp32"] == 0.75 and records[2]["eval_batch"] == 1
     assert all("predictions_file" not in r for r in records)
+
+
+@pytest.mark.skipif(not ONNX_EXPORT, reason="radiofm.export is not installed")
+def test_a_zoo_model_is_timed_on_the_export_radiofm_export_made(tmp_path, monkeypatch):
+    from radiofm.benchmarks.bench import run_bench
+    from radiofm.checkpoint import ZOO_DIR, exports_dir
+    from radiofm.export.onnx import export
+
+    monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path / "cache"))
+    export("signals-nano", samples=2, batch_sizes=(1,))
+    lines = []
+    settings = BenchSettings(["signals-nano"], ["onnx"], ["fp32"], warmup=0, repeat=1, threads=1,
+                             work=str(tmp_path / "work"))
+    doc = run_bench(settings, log=lines.append)
+    assert [r["engine"] for r in doc["results"]] == ["onnx"]
+    assert not any("exporting" in line for line in lines), lines
+    assert not list((tmp_path / "work").glob("signals-nano-onnx*"))
+    assert (exports_dir(ZOO_DIR / "signals-nano") / "model.onnx").is_file()
