@@ -15,8 +15,6 @@ import functools
 from typing import Sequence
 
 import numpy as np
-import scipy.fft
-from scipy.signal import get_window
 
 from radiofm.config import PreprocessConfig
 
@@ -44,6 +42,8 @@ def _stft_window(window: str, n_fft: int) -> np.ndarray:
     # Symmetric window (ShortTimeFFT.from_window's and scipy.signal.windows.hann's default),
     # scaled so that a unit-amplitude tone reads 1 ("scale_to='magnitude'"). The (-1)^n factor
     # moves 0 Hz to the middle bin, which is fftshift for even n_fft at no cost.
+    from scipy.signal import get_window  # ~1 s to import: on first use, not with radiofm
+
     w = get_window(window, n_fft, fftbins=False)
     shift = (-1.0) ** np.arange(n_fft) if n_fft % 2 == 0 else np.ones(n_fft)
     return (w / w.sum() * shift).astype(np.float32)
@@ -69,6 +69,8 @@ def spectrogram(iq: np.ndarray, pre: PreprocessConfig | None = None) -> np.ndarr
     Computed with strided frames and one batched FFT in single precision (4-5x faster than scipy's
     float64 path on long captures); ``tests/test_signal.py`` checks it against scipy.
     """
+    import scipy.fft  # here, not at module level: ``import radiofm`` stays light
+
     pre = pre or PreprocessConfig()
     n_fft, hop = pre.n_fft, pre.hop
     iq = _check_iq(iq, n_fft)
