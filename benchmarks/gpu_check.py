@@ -310,13 +310,20 @@ def sweep(kk, shapes, device, budget_s=float("inf")):
     n = shapes.attn_n[0]
     q, k, v = attention_inputs(shapes.attn_batch, heads, n, d, dtype, device)
     mask = key_padding("half", shapes.attn_batch, n, device)
+    expected = kk.masked_attention_reference(q.float(), k.float(), v.float())
     rows = []
     for cfg in (AttentionConfig(*c) for c in shapes.attn_sweep):
         if time.perf_counter() - start > budget_s:
             rows.append(dict(kernel="masked_attention", config=cfg._asdict(), skipped="sweep budget spent"))
             continue
         row = dict(kernel="masked_attention", heads=heads, n=n, d=d, config=cfg._asdict())
-        row.update(_timed("unmasked", lambda: kk.masked_attention(q, k, v, config=cfg), None, graph))
+        try:  # only a config that computes the right thing may become the default
+            check = _compare("masked_attention", {}, dtype, kk.masked_attention(q, k, v, config=cfg).float(), expected)
+            row.update(max_abs_err=check["max_abs_err"], correct=check["passed"])
+        except Exception as exc:
+            row.update(correct=False, error=f"{type(exc).__name__}: {exc}")
+        if row["correct"]:
+            row.update(_timed("unmasked", lambda: kk.masked_attention(q, k, v, config=cfg), None, graph))
         rows.append(row)
     timed = sorted((r for r in rows if "unmasked_graph_ms" in r), key=lambda r: r["unmasked_graph_ms"])
     for row in timed[:shapes.attn_sweep_padded]:

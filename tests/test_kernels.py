@@ -303,6 +303,8 @@ def test_gpu_check_small_runs_every_section(tmp_path):
     assert report["attention_bench"] and report["patch_embed_bench"] and report["sweep"]
     assert any(c.get("config", {}).get("tma") for c in report["correctness"])  # the descriptor path is checked
     best = report["best_attention"]  # the sweep's fastest config, re-timed beside SDPA
+    attention_sweep = [r for r in report["sweep"] if r["kernel"] == "masked_attention"]
+    assert attention_sweep and all(r["correct"] for r in attention_sweep)  # each config checked before it is timed
     fastest = min((r for r in report["sweep"] if "unmasked_graph_ms" in r), key=lambda r: r["unmasked_graph_ms"])
     assert best["config"] == fastest["config"] and best["triton_graph_ms"] > 0 and best["sdpa_graph_ms"] > 0
     assert set(report["targets"]) == {"attention_unmasked_vs_sdpa", "attention_half_padding_vs_sdpa_masked",
