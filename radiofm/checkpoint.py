@@ -74,7 +74,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -95,6 +94,7 @@ def exports_dir(folder: str | os.PathLike) -> Path:
         return folder
     cache = Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
     return cache / f"{folder.name}-{sha256_file(folder / WEIGHTS_FILE)[:12]}"
+
 
 def load_config(name_or_path: str | os.PathLike) -> ModelConfig:
     folder = resolve_model_dir(name_or_path)
