@@ -77,7 +77,8 @@ class Shapes:
             self.attn_extra_dims = [(1, 128)]
             self.patch_batch, self.image, self.patch, self.patch_dims = 2, 32, 8, (64, 32)
             self.mask_ratio = 0.75
-            self.attn_sweep = [(64, 32, 4, 3, False), (32, 16, 4, 2, True), (64, 32, 4, 3, False, 80)]
+            self.attn_sweep = [(64, 32, 4, 3, False), (32, 16, 4, 2, True), (64, 32, 4, 3, False, 80),
+                               (32, 32, 4, 2, False, None, True)]
             self.attn_sweep_padded = 1
             self.attn_tma = (32, 16, 4, 2, True)  # the descriptor-load config the correctness cases run
             self.patch_sweep = [(64, 64, 64, 4, 3)]
@@ -92,9 +93,12 @@ class Shapes:
             # 52.5, 128x128/8/2 83, 64x128/8/2 138, 32x64/4/2 101; SDPA 45.5.
             # A sixth entry caps registers per thread (AttentionConfig.maxnreg): at 80 the 64x32/4-warp
             # kernel fits 6 programs per SM instead of 5, without spilling (radiofm.kernels.compile_check).
+            # A seventh entry takes smaller tiles for the ragged ends (AttentionConfig.tail): at N=197,
+            # 208 x 208 scores per (batch, head) instead of 256 x 224.
             self.attn_sweep = [
-                (64, 32, 4, 3, False), (64, 32, 4, 3, True), (64, 32, 4, 3, False, 80), (64, 32, 4, 3, True, 80),
-                (64, 32, 4, 2, False, 80), (128, 32, 8, 3, False, 80), (64, 64, 4, 3, True), (64, 32, 4, 2, False),
+                (64, 32, 4, 3, False), (64, 32, 4, 3, False, None, True), (64, 32, 4, 3, True),
+                (64, 32, 4, 3, False, 80, True), (64, 32, 4, 3, False, 80), (64, 32, 4, 3, True, 80),
+                (64, 32, 4, 2, False, None, True), (128, 32, 8, 3, False, None, True), (64, 32, 4, 2, False, 80), (128, 32, 8, 3, False, 80), (64, 64, 4, 3, True), (64, 32, 4, 2, False),
                 (64, 32, 4, 4, False), (64, 32, 4, 2, True), (64, 32, 4, 4, True), (128, 64, 4, 3, False),
                 (128, 64, 4, 3, True), (128, 32, 8, 3, False), (128, 32, 8, 3, True), (128, 64, 8, 3, True),
                 (64, 32, 8, 3, False), (64, 64, 4, 2, False), (64, 64, 4, 4, True), (128, 32, 4, 3, True),

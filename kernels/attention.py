@@ -39,6 +39,12 @@ class AttentionConfig(NamedTuple):
     # which leaves room for 5 programs per SM (3072 programs at B=64, H=12, N=197: 4.7 waves); at 80
     # it compiles without spilling (radiofm.kernels.compile_check) and 6 fit (3.9 waves).
     maxnreg: int | None = None
+    # Ragged ends in smaller tiles: the last query block of a sequence (n_q % block_m queries) and
+    # the last key block (n_k % block_n keys) each take the smallest power-of-two tile (>= 16) that
+    # holds them. At N=197 with 64 x 32 tiles that is 208 x 208 scores computed per (batch, head)
+    # instead of 256 x 224 (25 % less tensor-core and exp2 work), for a second code path in the
+    # kernel. Pointer loads only (a descriptor's box is fixed): ignored with ``tma``.
+    tail: bool = False
 
 
 def default_config(head_dim: int) -> AttentionConfig:
@@ -108,37 +114,40 @@ def _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b, h, start_n, cols, v
 
 
 @triton.jit
-def _masked_attention_fwd(
-    Q, K, V, KEY_PADDING, OUT,
-    qk_scale, n_heads, n_q, n_k,
-    stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_pb, stride_pn,
-    stride_ob, stride_oh, stride_on, stride_od,
-    HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, USE_TMA: tl.constexpr,
-):
-    # With USE_TMA, Q, K, V and OUT are (B, H, N, d) tensor descriptors with boxes of
-    # (1, 1, BLOCK_M or BLOCK_N, BLOCK_D); rows and columns past the end load as zeros and are not stored.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+def _block_valid(KEY_PADDING, b, stride_pb, stride_pn, cols, n_k, HAS_PADDING: tl.constexpr):
+    # Which keys of a block may be attended: inside the sequence and, with a padding mask, marked True.
+    valid = cols < n_k
+    if HAS_PADDING:
+        valid = valid & (tl.load(KEY_PADDING + b * stride_pb + cols * stride_pn, mask=valid, other=0) != 0)
+    return valid
+
+
+@triton.jit
+def _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
+                 stride_qb, stride_qh, stride_qn, stride_qd,
+                 stride_kb, stride_kh, stride_kn, stride_kd,
+                 stride_vb, stride_vh, stride_vn, stride_vd,
+                 stride_pb, stride_pn,
+                 stride_ob, stride_oh, stride_on, stride_od,
+                 HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                 USE_TMA: tl.constexpr):
+    # BLOCK_M queries from m_start against every key of one (batch, head). TAIL_N > 0: the ragged
+    # last key block (n_k % BLOCK_N keys) is a TAIL_N-key tile instead of a whole BLOCK_N one.
     # Descriptor coordinates are int32; pointer offsets int64, since batch x heads x tokens x dim
     # may pass 2**31 elements at large batch.
-    b32 = pid_bh // n_heads
-    h32 = pid_bh % n_heads
     b = b32.to(tl.int64)
     h = h32.to(tl.int64)
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM  # the head dim is padded to a power of two
     row_ok = offs_m < n_q
 
     if USE_TMA:
-        q = Q.load([b32, h32, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
+        q = Q.load([b32, h32, m_start, 0]).reshape(BLOCK_M, BLOCK_D)
         k_base = K  # unused on this path
         v_base = V
     else:
@@ -151,36 +160,89 @@ def _masked_attention_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
+    n_full = (n_k // BLOCK_N) * BLOCK_N
     if HAS_PADDING:
-        for start_n in range(0, n_k, BLOCK_N):
+        # Without a tail tile the loop runs to the end of the sequence; its last block is the ragged one.
+        n_main = n_full if TAIL_N > 0 else n_k
+        for start_n in range(0, n_main, BLOCK_N):
             cols = start_n + offs_n
-            valid = cols < n_k
-            valid = valid & (tl.load(KEY_PADDING + b * stride_pb + cols * stride_pn, mask=valid, other=0) != 0)
+            valid = _block_valid(KEY_PADDING, b, stride_pb, stride_pn, cols, n_k, HAS_PADDING)
             # The skip: one small load and a reduction instead of two dot products.
             if tl.max(valid.to(tl.int32), axis=0) > 0:
                 acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, start_n, cols,
                                               valid, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
                                               stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
     else:
-        n_full = (n_k // BLOCK_N) * BLOCK_N
         for start_n in range(0, n_full, BLOCK_N):
             cols = start_n + offs_n
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, start_n, cols,
                                           cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
                                           stride_vd, DOT_PRECISION, False, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
-        if n_full < n_k:  # the ragged last block
-            cols = n_full + offs_n
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
-                                          cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
-                                          stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
+        if TAIL_N == 0:
+            if n_full < n_k:  # the ragged last block, as a whole BLOCK_N tile
+                cols = n_full + offs_n
+                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
+                                              cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
+                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
+    if TAIL_N > 0:
+        if n_full < n_k:  # the ragged last block in a smaller tile: less work on keys past the end
+            cols = n_full + tl.arange(0, TAIL_N)
+            valid = _block_valid(KEY_PADDING, b, stride_pb, stride_pn, cols, n_k, HAS_PADDING)
+            if tl.max(valid.to(tl.int32), axis=0) > 0:
+                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
+                                              valid, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
+                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, TAIL_N, BLOCK_D)
 
     # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     if USE_TMA:
-        OUT.store([b32, h32, pid_m * BLOCK_M, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
+        OUT.store([b32, h32, m_start, 0], out.to(q.dtype).reshape(1, 1, BLOCK_M, BLOCK_D))
     else:
         tl.store(OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
                  out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _masked_attention_fwd(
+    Q, K, V, KEY_PADDING, OUT,
+    qk_scale, n_heads, n_q, n_k,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_pb, stride_pn,
+    stride_ob, stride_oh, stride_on, stride_od,
+    HEAD_DIM: tl.constexpr, HAS_PADDING: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, USE_TMA: tl.constexpr,
+    TAIL_M: tl.constexpr, TAIL_N: tl.constexpr,
+):
+    # With USE_TMA, Q, K, V and OUT are (B, H, N, d) tensor descriptors with boxes of
+    # (1, 1, BLOCK_M or BLOCK_N, BLOCK_D); rows and columns past the end load as zeros and are not stored.
+    # TAIL_M > 0: the last program of a (batch, head), which holds n_q % BLOCK_M queries, takes a
+    # TAIL_M-row tile instead of a BLOCK_M one (at N=197 and 64-query blocks: 16 rows for 5 queries).
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b32 = pid_bh // n_heads
+    h32 = pid_bh % n_heads
+    m_start = pid_m * BLOCK_M
+    if TAIL_M > 0:
+        if m_start + BLOCK_M > n_q:
+            _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
+                         stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                         stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
+                         stride_ob, stride_oh, stride_on, stride_od,
+                         HEAD_DIM, HAS_PADDING, DOT_PRECISION, TAIL_M, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
+        else:
+            _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
+                         stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                         stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
+                         stride_ob, stride_oh, stride_on, stride_od,
+                         HEAD_DIM, HAS_PADDING, DOT_PRECISION, BLOCK_M, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
+    else:
+        _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
+                     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                     stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
+                     stride_ob, stride_oh, stride_on, stride_od,
+                     HEAD_DIM, HAS_PADDING, DOT_PRECISION, BLOCK_M, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
 
 
 def masked_attention(
@@ -225,15 +287,26 @@ def _launch_args(q, k, v, key_padding, out, scale: float, cfg: AttentionConfig):
     block_d = max(16, triton.next_power_of_2(head_dim))
     descriptors = _descriptors(q, k, v, out, cfg, block_d) if cfg.tma else None
     q_arg, k_arg, v_arg, out_arg = descriptors or (q, k, v, out)
+    n_k = k.shape[2]
+    tails = cfg.tail and descriptors is None
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
-    args = (q_arg, k_arg, v_arg, padding, out_arg, scale * _LOG2E, heads, n_q, k.shape[2],
+    args = (q_arg, k_arg, v_arg, padding, out_arg, scale * _LOG2E, heads, n_q, n_k,
             *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride())
     meta = dict(HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, USE_TMA=descriptors is not None,
+                TAIL_M=_tail(n_q, cfg.block_m) if tails else 0, TAIL_N=_tail(n_k, cfg.block_n) if tails else 0,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg is not None:
         meta["maxnreg"] = cfg.maxnreg
     return grid, args, meta
+
+
+def _tail(n: int, block: int) -> int:
+    """The tile for the ragged last ``n % block`` rows: the smallest power of two >= 16 that holds
+    them, or 0 (no separate tile) where there is no remainder or the tile would be the whole block."""
+    rest = n % block
+    tile = max(16, triton.next_power_of_2(rest)) if rest else 0
+    return tile if tile < block else 0
 
 
 def _descriptors(q, k, v, out, cfg: AttentionConfig, block_d: int):

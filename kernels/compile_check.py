@@ -105,7 +105,8 @@ def compile_case(case: Case, arch: int) -> CompileResult:
     from triton.compiler import ASTSource
 
     _, args, meta = case.launch()
-    config = {k: v for k, v in meta.items() if k.startswith("BLOCK") or k in _LAUNCH_OPTIONS or k == "USE_TMA"}
+    config = {k: v for k, v in meta.items()
+              if k.startswith("BLOCK") or k in _LAUNCH_OPTIONS or k == "USE_TMA" or (k.startswith("TAIL") and v)}
     result = CompileResult(case.name, arch, config, ok=False)
     start = time.perf_counter()
     try:
@@ -162,7 +163,8 @@ def _patch_embed_launch(batch, size, patch, dim, dtype, mask_ratio):
 
 def cases() -> list[Case]:
     """The shipped default configs at the shapes gpu_check times (B=64, N=197, ViT-B patch embedding),
-    plus two variants the GPU sweep tries on Hopper: descriptor (TMA) loads, and a register cap."""
+    plus variants the GPU sweep tries: descriptor (TMA) loads and a register cap on Hopper, and
+    smaller tiles for the ragged ends (``tail``)."""
     from . import attention, patch_embedding
 
     attn = attention._masked_attention_fwd
@@ -174,6 +176,11 @@ def cases() -> list[Case]:
             64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(tma=True)), archs=(90,)),
         Case("attention d=64 fp16 maxnreg 80", attn, _attention_launch(
             64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(maxnreg=80)), archs=(90,)),
+        Case("attention d=64 fp16 tail tiles", attn, _attention_launch(
+            64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(tail=True))),
+        Case("attention d=64 fp16 tail tiles padding", attn, _attention_launch(
+            64, 12, 197, 64, torch.float16, padded=True, config=attention.default_config(64)._replace(tail=True)),
+             archs=(90,)),
         Case("patch embed D=768 fp16 keep 25%", patch_embedding._patch_embed_fwd,
              _patch_embed_launch(64, 224, 16, 768, torch.float16, 0.75)),
         Case("patch embed D=512 fp16 all tokens", patch_embedding._patch_embed_fwd,

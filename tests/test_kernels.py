@@ -21,7 +21,7 @@ import torch
 pytest.importorskip("triton")
 
 import radiofm.kernels as kernels  # noqa: E402
-from radiofm.kernels.attention import AttentionConfig, _descriptors  # noqa: E402
+from radiofm.kernels.attention import AttentionConfig, _descriptors, _launch_args  # noqa: E402
 from radiofm.kernels import (  # noqa: E402
     masked_attention,
     masked_attention_reference,
@@ -78,6 +78,27 @@ def test_attention_fp16_inputs(kind):
     assert out.dtype == torch.float16
     expected = masked_attention_reference(q.float(), k.float(), v.float(), mask)
     torch.testing.assert_close(out.float(), expected, **FP16)
+
+
+TAIL = AttentionConfig(block_m=64, block_n=32, num_warps=4, num_stages=3, tail=True)
+
+
+@pytest.mark.parametrize("d,n,tails", [(64, 197, (16, 16)), (48, 70, (16, 16)), (32, 37, (0, 16)), (64, 20, (32, 0)),
+                                       (64, 128, (0, 0))])
+@pytest.mark.parametrize("kind", ["none", "random", "tail", "single", "empty"])
+def test_attention_with_smaller_tiles_for_the_ragged_ends_matches_reference(d, n, tails, kind):
+    q, k, v = _qkv(2, 2, n, d)
+    mask = _padding(kind, 2, n)
+    _, _, meta = _launch_args(q, k, v, mask, torch.empty_like(q), d ** -0.5, TAIL)
+    assert (meta["TAIL_M"], meta["TAIL_N"]) == tails  # the tail tiles this shape takes
+    torch.testing.assert_close(masked_attention(q, k, v, mask, config=TAIL),
+                               masked_attention_reference(q, k, v, mask), **FP32)
+
+
+def test_attention_tail_tiles_are_ignored_on_the_descriptor_path():
+    q, k, v = _qkv(2, 2, 197, 64)
+    _, _, meta = _launch_args(q, k, v, None, torch.empty_like(q), 0.125, TAIL._replace(tma=True))
+    assert meta["USE_TMA"] and meta["TAIL_M"] == meta["TAIL_N"] == 0  # a descriptor's box is fixed
 
 
 TMA = AttentionConfig(block_m=32, block_n=16, num_warps=4, num_stages=2, tma=True)
@@ -317,6 +338,7 @@ from dataclasses import asdict
 from radiofm.kernels import compile_check as cc
 wanted = {"attention d=64 fp16": (80, 90), "attention d=64 fp16 key padding": (90,),
           "attention d=64 fp16 tma": (90,), "attention d=64 fp16 maxnreg 80": (90,),
+          "attention d=64 fp16 tail tiles": (90,),
           "patch embed D=768 fp16 keep 25%": (90,)}
 results = []
 for case in cc.cases():
@@ -338,7 +360,7 @@ def test_default_configs_compile_for_ampere_and_hopper_without_spills_within_sha
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     results = {(r["case"], r["arch"]): r for r in json.loads(out.stdout)}
-    assert len(results) == 6
+    assert len(results) == 7
     for (case, arch), r in results.items():
         assert r["ok"], f"{case} on sm_{arch}: {r['error']}"
         assert r["spill_bytes"] == 0, f"{case} on sm_{arch} spills {r['spill_bytes']} bytes per thread"
@@ -350,6 +372,9 @@ def test_default_configs_compile_for_ampere_and_hopper_without_spills_within_sha
     assert tma["instructions"]["tma"] > 0 and tma["config"]["USE_TMA"]
     # The register cap the GPU sweep tries (6 programs per SM instead of 5) holds without spilling.
     assert results[("attention d=64 fp16 maxnreg 80", 90)]["registers"] <= 80
+    # Ragged-end tiles: the 16-row query tile takes warp MMAs beside the 64-row tile's warp-group ones.
+    tail = results[("attention d=64 fp16 tail tiles", 90)]["instructions"]
+    assert tail["wgmma"] > 0 and tail["mma"] > 0
 
 
 # --------------------------------------------------------------------------- the model's dispatch
