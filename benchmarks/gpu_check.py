@@ -98,7 +98,8 @@ class Shapes:
             self.attn_sweep = [
                 (64, 32, 4, 3, False), (64, 32, 4, 3, False, None, True), (64, 32, 4, 3, True),
                 (64, 32, 4, 3, False, 80, True), (64, 32, 4, 3, False, 80), (64, 32, 4, 3, True, 80),
-                (64, 32, 4, 2, False, None, True), (128, 32, 8, 3, False, None, True), (64, 32, 4, 2, False, 80), (128, 32, 8, 3, False, 80), (64, 64, 4, 3, True), (64, 32, 4, 2, False),
+                (64, 32, 4, 2, False, None, True), (128, 32, 8, 3, False, None, True), (64, 32, 4, 2, False, 80),
+                (128, 32, 8, 3, False, 80), (64, 64, 4, 3, True), (64, 32, 4, 2, False),
                 (64, 32, 4, 4, False), (64, 32, 4, 2, True), (64, 32, 4, 4, True), (128, 64, 4, 3, False),
                 (128, 64, 4, 3, True), (128, 32, 8, 3, False), (128, 32, 8, 3, True), (128, 64, 8, 3, True),
                 (64, 32, 8, 3, False), (64, 64, 4, 2, False), (64, 64, 4, 4, True), (128, 32, 4, 3, True),
