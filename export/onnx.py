@@ -296,6 +296,23 @@ def padded_captures(images: np.ndarray, grid: tuple[int, int], patch: int, seed:
     return padded, valid.reshape(len(images), -1)
 
 
+def padded_parity(model: torch.nn.Module, images: np.ndarray,
+                  run: Callable[[np.ndarray, np.ndarray], list[np.ndarray]]) -> dict[str, Any]:
+    """``compare`` of torch and a candidate engine on ``images`` cut to shorter captures and padded as
+    the SDK pads them (``padded_captures``); ``run(images, key_padding)`` gives the candidate's outputs.
+    For a segmenter only the valid pixels count: a padded pixel's own logits mean nothing."""
+    cfg = model.cfg
+    padded, valid = padded_captures(images, cfg.grid_size, cfg.patch_size)
+    reference = run_torch(model, padded, 16, valid)
+    candidate = run(padded, valid)
+    if cfg.task == "segment":
+        pixels = np.repeat(np.repeat(valid.reshape(len(valid), *cfg.grid_size), cfg.patch_size, 1),
+                           cfg.patch_size, 2)[:, None]
+        reference = [np.where(pixels, r, 0) for r in reference]
+        candidate = [np.where(pixels, c, 0) for c in candidate]
+    return compare(cfg.task, reference, candidate)
+
+
 def compare(task: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, Any]:
     """max |diff| over all outputs, arg-max agreement (classes), smallest per-sample cosine (first output)."""
     max_abs = max(float(np.abs(r - c).max()) for r, c in zip(reference, candidate))
@@ -450,16 +467,7 @@ class _Checker:
         session = onnx_session(path, self.threads)
         parity, outputs = validate(session, task, self.reference, self.val.images, self.batch_sizes)
         if has_key_padding(session):  # shorter captures, padded as the SDK pads them, behind the mask
-            cfg = self.model.cfg
-            images, valid = padded_captures(self.val.images, cfg.grid_size, cfg.patch_size)
-            reference = run_torch(self.model, images, 16, valid)
-            candidate = run_onnx(session, images, 16, valid)
-            if task == "segment":  # the padded pixels' own logits mean nothing: compare the valid ones
-                pixels = np.repeat(np.repeat(valid.reshape(len(valid), *cfg.grid_size), cfg.patch_size, 1),
-                                   cfg.patch_size, 2)[:, None]
-                reference = [np.where(pixels, r, 0) for r in reference]
-                candidate = [np.where(pixels, c, 0) for c in candidate]
-            parity["padded"] = compare(task, reference, candidate)
+            parity["padded"] = padded_parity(self.model, self.val.images, lambda x, valid: run_onnx(session, x, 16, valid))
         failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
         entry: dict[str, Any] = {
             "file": ONNX_FILES[precision] if not failures else ONNX_FILES[precision].replace(".onnx", ".rejected.onnx"),

@@ -26,7 +26,7 @@ from radiofm.engines import (  # noqa: F401  (EngineMismatch, check_engine_compa
     sidecar_path,
 )
 
-from .metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata, utc_now
+from .metadata import INPUT_NAME, KEY_PADDING, OUTPUT_NAMES, read_onnx_metadata, utc_now
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 INSTALL_HINT = 'pip install "radiofm[gpu]"'
@@ -63,6 +63,29 @@ def parse_batch_profile(text: str) -> BatchProfile:
     if not 1 <= lo <= opt <= hi:
         raise ValueError(f"batch profile {text!r} must satisfy 1 <= MIN <= OPT <= MAX")
     return BatchProfile(lo, opt, hi)
+
+
+def profile_shapes(inputs, profile: BatchProfile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of each network input for ``profile``: ``inputs`` are (name, shape) pairs
+    as TensorRT's parser reports them, -1 on the dynamic batch axis; every other axis must be fixed
+    (``images`` (N, C, H, W), and with ``--variable-length`` ``key_padding`` (N, patches))."""
+    shapes = {}
+    for name, shape in inputs:
+        shape = tuple(int(d) for d in shape)
+        if not shape or any(d < 0 for d in shape[1:]):
+            raise ValueError(f"TensorRT input {name!r} has shape {shape}: only its first (batch) axis may be "
+                             f"dynamic; re-export the ONNX with `radiofm export`")
+        shapes[name] = tuple((b, *shape[1:]) for b in (profile.min, profile.opt, profile.max))
+    return shapes
+
+
+def onnx_inputs(onnx_file: str | os.PathLike) -> list[str]:
+    """The graph input names of an ONNX file (weights are not needed to read them)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 # --------------------------------------------------------------------------- the machine
@@ -125,9 +148,10 @@ class EngineBuilder:
         config = self.builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.workspace_gib * (1 << 30)))
         self._set_precision(network, config, precision)
-        shape = network.get_input(0).shape  # (-1, C, H, W)
+        inputs = [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
         opt_profile = self.builder.create_optimization_profile()
-        opt_profile.set_shape(INPUT_NAME, *[(b, *shape[1:]) for b in (profile.min, profile.opt, profile.max)])
+        for name, shapes in profile_shapes(inputs, profile).items():
+            opt_profile.set_shape(name, *shapes)
         config.add_optimization_profile(opt_profile)
 
         cache = config.create_timing_cache(self.timing_cache.read_bytes() if self.timing_cache.is_file() else b"")
@@ -170,14 +194,15 @@ def default_timing_cache(tensorrt_version: str) -> Path:
 
 
 def engine_sidecar(precision: str, profile: BatchProfile, onnx_file: str, runtime: dict[str, str],
-                   config: dict[str, Any], engine_file: str, build_command: str) -> dict[str, Any]:
+                   config: dict[str, Any], engine_file: str, build_command: str,
+                   inputs: list[str] | None = None) -> dict[str, Any]:
     """What an engine needs beside it: the machine it runs on, its profile, and the model config
     (carried over from the ONNX metadata, so the SDK can serve the engine without the model folder)."""
     return {
         "engine_file": engine_file,
         "precision": precision,
         "onnx_file": onnx_file,
-        "inputs": [INPUT_NAME],
+        "inputs": inputs or [INPUT_NAME],
         "outputs": OUTPUT_NAMES[config["task"]],
         "config": config,
         "profile": asdict(profile),
@@ -199,6 +224,7 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
     write_json_atomic(sidecar_path(engine), engine_sidecar(
         precision, profile, Path(onnx_file).name, current_runtime(), read_onnx_metadata(onnx_file)["config"],
         engine.name, build_command or f"radiofm export MODEL --engine trt --precision {precision} --batch {profile}",
+        onnx_inputs(onnx_file),
     ))
     return engine
 
@@ -207,13 +233,15 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
 def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
                   calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
                   timing_cache: str | os.PathLike | None = None, samples: int = 64, build_command: str = "",
-                  log=lambda _: None, int8_scope: str = "partial"):
+                  log=lambda _: None, int8_scope: str = "partial", variable_length: bool = False):
     """ONNX export (validated) -> TensorRT engine -> parity with torch, recorded in the sidecar.
 
     The ONNX files are written first even where TensorRT or a GPU is missing, so they can be built
     elsewhere; TensorRTUnavailable is raised right after. int8 engines come from a static QDQ export,
     so they need ``calib``; ``int8_scope`` is the ONNX export's. Returns (onnx results, engine path or
-    None when the ONNX export failed).
+    None when the ONNX export failed). ``variable_length`` builds from a graph with a ``key_padding``
+    input (see ``radiofm.export.onnx.export_graph``): the plan then takes captures shorter than the
+    model's, padded and masked, and its parity is also measured on such input.
     """
     import numpy as np
 
@@ -233,7 +261,8 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
         missing = e
     onnx_precision = "int8" if precision == "int8" else "fp32"
     results = onnx_export.export(source, out, onnx_precision, calib=calib, samples=samples, log=log,
-                                 int8_scope=int8_scope if onnx_precision == "int8" else "partial")
+                                 int8_scope=int8_scope if onnx_precision == "int8" else "partial",
+                                 variable_length=variable_length)
     if missing is not None:
         raise missing
     if not all(r.passed for r in results):
@@ -246,11 +275,16 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     val = validation_set(model.cfg, samples)
     reference = onnx_export.run_torch(model, val.images)
     loaded = TensorRTEngine(engine)
+    def run(images, key_padding=None, b=profile.max):
+        chunks = [loaded.run(images[i:i + b], None if key_padding is None else key_padding[i:i + b])
+                  for i in range(0, len(images), b)]
+        return [np.concatenate(parts) for parts in zip(*chunks)]
+
     parity = {}
     for b in sorted({min(max(b, profile.min), profile.max) for b in onnx_export.BATCH_SIZES}):
-        chunks = [loaded.run(val.images[i:i + b]) for i in range(0, len(val.images), b)]
-        outputs = [np.concatenate(parts) for parts in zip(*chunks)]
-        parity[str(b)] = onnx_export.compare(model.cfg.task, reference, outputs)
+        parity[str(b)] = onnx_export.compare(model.cfg.task, reference, run(val.images, b=b))
+    if KEY_PADDING in loaded.inputs:  # shorter captures, padded as the SDK pads them, behind the mask
+        parity["padded"] = onnx_export.padded_parity(model, val.images, run)
     tolerance = onnx_export.TOLERANCES["fp32" if precision == "fp32" else precision]
     failures = [f"batch {b}: {msg}" for b, p in parity.items() for msg in tolerance.failures(p)]
     sidecar = read_sidecar(engine)

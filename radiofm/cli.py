@@ -450,7 +450,7 @@ def export_(
     atol: Optional[float] = typer.Option(None, "--atol", help="Max |onnx - torch| allowed for --precision (default: fp32 1e-4, others unchecked)."),
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
-    variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX engine)."),
+    variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX and TensorRT)."),
     int8_scope: str = typer.Option("partial", "--int8-scope", help="int8: partial (MLP and attention products) | full (also qkv and output projections, after smoothing)."),
 ):
     """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
@@ -471,13 +471,12 @@ def export_(
             results, plan = export(model, out, precision, calib=calib, task=task, samples=samples,
                                    atol=atol, variable_length=variable_length, int8_scope=int8_scope, log=log), None
         else:
-            if variable_length:
-                fail("--variable-length is for the ONNX engine: TensorRT plans take full-length input only")
             profile = parse_batch_profile(batch)
             command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
-                f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope != "partial" else "")
+                f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope != "partial" else "") + (
+                " --variable-length" if variable_length else "")
             results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
-                                          samples, command, log, int8_scope=int8_scope)
+                                          samples, command, log, int8_scope=int8_scope, variable_length=variable_length)
     except TensorRTUnavailable as e:
         from radiofm.checkpoint import exports_dir, resolve_model_dir
 

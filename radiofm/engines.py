@@ -55,6 +55,26 @@ class Engine:
         return f"{self.name} ({self.device}, {self.precision})"
 
 
+def graph_feeds(inputs, images: np.ndarray, key_padding: np.ndarray | None, cfg: ModelConfig, source,
+                rebuild: str) -> dict[str, np.ndarray]:
+    """What an exported graph with input names ``inputs`` is fed: ``images`` as float32 and, where the
+    graph has a ``key_padding`` input, the mask (all True for full-length input). A mask for a graph
+    without that input is refused, naming the file and the command (``rebuild``) that makes one."""
+    feeds = {INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)}
+    patches = cfg.grid_size[0] * cfg.grid_size[1]
+    if key_padding is not None:
+        if KEY_PADDING not in inputs:
+            raise ValueError(f"{source} has no {KEY_PADDING} input, so it cannot mask padded input: export with "
+                             f"`{rebuild}`, or use the torch engine for captures shorter than the model's")
+        if np.shape(key_padding) != (len(images), patches):
+            raise ValueError(f"key_padding must be (N, patches) = ({len(images)}, {patches}), "
+                             f"got {np.shape(key_padding)}")
+        feeds[KEY_PADDING] = np.ascontiguousarray(key_padding, dtype=bool)
+    elif KEY_PADDING in inputs:  # a variable-length graph on full-length input: every patch is signal
+        feeds[KEY_PADDING] = np.ones((len(images), patches), bool)
+    return feeds
+
+
 # --------------------------------------------------------------------------- torch
 class TorchEngine(Engine):
     """The model itself. bf16 (and fp16 on CUDA) through autocast, with the Linear layers' weights
@@ -189,17 +209,8 @@ class OnnxEngine(Engine):
         return f"onnx ({self.session.get_providers()[0]}, {self.precision})"
 
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
-        feeds = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
-        has_mask = KEY_PADDING in {i.name for i in self.session.get_inputs()}
-        if key_padding is not None:
-            if not has_mask:
-                raise ValueError(f"{self.path} has no {KEY_PADDING} input, so it cannot mask padded input: "
-                                 f"export with `radiofm export MODEL --variable-length`, or use the torch engine "
-                                 f"for captures shorter than the model's")
-            feeds[KEY_PADDING] = np.ascontiguousarray(key_padding, dtype=bool)
-        elif has_mask:  # a variable-length graph on full-length input: every patch is signal
-            gh, gw = self.cfg.grid_size
-            feeds[KEY_PADDING] = np.ones((len(images), gh * gw), bool)
+        feeds = graph_feeds({i.name for i in self.session.get_inputs()}, images, key_padding, self.cfg, self.path,
+                            "radiofm export MODEL --variable-length")
         if self.device == "cpu":
             return self.session.run(self.output_names, feeds)
         binding = self.session.io_binding()  # keep outputs on the GPU until the copy back
@@ -304,17 +315,33 @@ class TensorRTEngine(Engine):
         if self.engine is None:
             raise ValueError(f"TensorRT could not deserialize {path}; rebuild it with `radiofm export`")
         self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        # name -> torch dtype of each input; a plan built with --variable-length also takes key_padding
+        # (TensorRT keeps ONNX's bool as BOOL, one byte per value like torch.bool).
+        dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+                  trt.DataType.INT32: torch.int32, trt.DataType.BOOL: torch.bool}
+        self.inputs = {}
+        for n in names:
+            if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
+                dtype = self.engine.get_tensor_dtype(n)
+                if dtype not in dtypes:
+                    raise ValueError(f"{path}: input {n!r} is TensorRT {dtype}, which this engine cannot feed; "
+                                     f"rebuild it with `radiofm export MODEL --engine trt`")
+                self.inputs[n] = dtypes[dtype]
+        self.path = path
         self._lock = threading.Lock()  # one execution context: one call at a time
 
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
-        if key_padding is not None:
-            raise ValueError("TensorRT plans take no key_padding input: use the torch engine for captures "
-                             "shorter than the model's")
+        feeds = graph_feeds(self.inputs, images, key_padding, self.cfg, self.path,
+                            "radiofm export MODEL --engine trt --variable-length")
         torch = self._torch
         with self._lock, torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
-            self.context.set_input_shape(self.input_name, tuple(x.shape))
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            tensors = []  # kept alive until the run is done
+            for name, value in feeds.items():
+                t = torch.from_numpy(value).cuda().to(self.inputs[name])
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+                tensors.append(t)
             outputs = []
             for name in self.output_names:
                 out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")

@@ -29,7 +29,9 @@ from radiofm.export.tensorrt import (
     check_engine_compatible,
     cuda_devices,
     engine_sidecar,
+    onnx_inputs,
     parse_batch_profile,
+    profile_shapes,
 )
 
 runner = CliRunner()
@@ -425,7 +427,59 @@ def test_variable_length_export_takes_a_mask_and_validates_padded_input(classifi
     assert static.passed and static.entry["parity"]["padded"]["agreement"] >= 0.99
 
 
-def test_cli_refuses_variable_length_tensorrt(classifier_dir, tmp_path):
+def test_tensorrt_profile_covers_every_input_on_its_batch_axis():
+    shapes = profile_shapes([("images", (-1, 1, 32, 32)), ("key_padding", (-1, 16))], BatchProfile(1, 8, 64))
+    assert shapes == {"images": ((1, 1, 32, 32), (8, 1, 32, 32), (64, 1, 32, 32)),
+                      "key_padding": ((1, 16), (8, 16), (64, 16))}
+    with pytest.raises(ValueError, match=r"'key_padding' has shape \(-1, -1\): only its first \(batch\) axis"):
+        profile_shapes([("images", (-1, 1, 32, 32)), ("key_padding", (-1, -1))], BatchProfile(1, 8, 64))
+
+
+def test_variable_length_tensorrt_export_writes_the_masked_onnx_its_plan_is_built_from(classifier_dir, tmp_path):
+    """Without TensorRT the command still writes the graph a plan would be built from (with its
+    key_padding input), then says what is missing; the sidecar a build would write lists both inputs."""
     result = runner.invoke(app, ["export", str(classifier_dir), "--engine", "trt", "--variable-length",
-                                 "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "--variable-length is for the ONNX engine" in result.output
+                                 "--samples", "4", "--out", str(tmp_path)])
+    if _tensorrt_ready() is not None:
+        assert result.exit_code == 1 and 'pip install "radiofm[gpu]"' in result.output
+    assert onnx_inputs(tmp_path / "model.onnx") == ["images", "key_padding"]
+    entry = json.loads((tmp_path / "onnx.json").read_text())
+    assert entry["fp32"]["parity"]["padded"]["agreement"] == 1.0
+    here = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
+    sidecar = engine_sidecar("fp16", BatchProfile(1, 8, 64), "model.onnx", here, load_model(classifier_dir).cfg.to_dict(),
+                             "model.fp16.plan", "radiofm export m --engine trt --variable-length",
+                             onnx_inputs(tmp_path / "model.onnx"))
+    assert sidecar["inputs"] == ["images", "key_padding"]
+
+
+def test_graph_feeds_mask_only_graphs_that_take_one_and_name_the_export_that_does(classifier_dir):
+    from radiofm.engines import graph_feeds
+
+    cfg = load_model(classifier_dir).cfg
+    images = np.zeros((3, *cfg.img_size), np.float32)[:, None]
+    patches = cfg.grid_size[0] * cfg.grid_size[1]
+    mask = np.zeros((3, patches), bool)
+    mask[:, :4] = True
+    feeds = graph_feeds({"images", "key_padding"}, images, mask, cfg, "model.fp16.plan", "")
+    assert feeds["images"].dtype == np.float32 and (feeds["key_padding"] == mask).all()
+    assert graph_feeds({"images", "key_padding"}, images, None, cfg, "x", "")["key_padding"].all()  # full length
+    assert set(graph_feeds({"images"}, images, None, cfg, "x", "")) == {"images"}
+    with pytest.raises(ValueError, match=r"model.fp16.plan has no key_padding input.*"
+                                         r"`radiofm export MODEL --engine trt --variable-length`"):
+        graph_feeds({"images"}, images, mask, cfg, "model.fp16.plan", "radiofm export MODEL --engine trt --variable-length")
+    with pytest.raises(ValueError, match=rf"key_padding must be \(N, patches\) = \(3, {patches}\), got \(3, 5\)"):
+        graph_feeds({"images", "key_padding"}, images, mask[:, :5], cfg, "x", "")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_tensorrt_ready() is not None, reason=f"TensorRT engine build needs TensorRT and a CUDA GPU: {_tensorrt_ready()}")
+def test_trt_variable_length_engine_masks_padded_input(classifier_dir, tmp_path):
+    from radiofm.engines import TensorRTEngine
+    from radiofm.export.tensorrt import export_engine, read_sidecar
+
+    _, plan = export_engine(classifier_dir, tmp_path, "fp16", BatchProfile(1, 8, 16), samples=32, variable_length=True)
+    sidecar = read_sidecar(plan)
+    assert sidecar["passed"], sidecar["failures"]
+    assert sidecar["inputs"] == ["images", "key_padding"] and "padded" in sidecar["parity"]
+    engine = TensorRTEngine(plan)
+    assert set(engine.inputs) == {"images", "key_padding"}
