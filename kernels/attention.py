@@ -224,19 +224,14 @@ def _masked_attention_fwd(
     b32 = pid_bh // n_heads
     h32 = pid_bh % n_heads
     m_start = pid_m * BLOCK_M
-    if TAIL_M > 0:
-        if m_start + BLOCK_M > n_q:
-            _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
-                         stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-                         stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
-                         stride_ob, stride_oh, stride_on, stride_od,
-                         HEAD_DIM, HAS_PADDING, DOT_PRECISION, TAIL_M, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
-        else:
-            _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
-                         stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-                         stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
-                         stride_ob, stride_oh, stride_on, stride_od,
-                         HEAD_DIM, HAS_PADDING, DOT_PRECISION, BLOCK_M, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
+    rows: tl.constexpr = TAIL_M if TAIL_M > 0 else BLOCK_M
+    if TAIL_M > 0 and m_start + BLOCK_M > n_q:
+        # rows, the tail tile; the condition's constexpr half removes this branch where there is no tail
+        _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
+                     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                     stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
+                     stride_ob, stride_oh, stride_on, stride_od,
+                     HEAD_DIM, HAS_PADDING, DOT_PRECISION, rows, BLOCK_N, TAIL_N, BLOCK_D, USE_TMA)
     else:
         _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
                      stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
