@@ -226,7 +226,7 @@ def _masked_attention_fwd(
     m_start = pid_m * BLOCK_M
     rows: tl.constexpr = TAIL_M if TAIL_M > 0 else BLOCK_M
     if TAIL_M > 0 and m_start + BLOCK_M > n_q:
-        # rows, the tail tile; the condition's constexpr half removes this branch where there is no tail
+        # The tail tile. Without one (TAIL_M == 0) the constexpr half of the condition removes this branch.
         _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_start,
                      stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                      stride_vb, stride_vh, stride_vn, stride_vd, stride_pb, stride_pn,
