@@ -452,6 +452,26 @@ def test_variable_length_tensorrt_export_writes_the_masked_onnx_its_plan_is_buil
     assert sidecar["inputs"] == ["images", "key_padding"]
 
 
+# ONNX operators that take BOOL tensors in TensorRT 10 (onnx-tensorrt's operator support matrix).
+TRT_BOOL_OPS = {"And", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Expand", "EyeLike", "Flatten",
+                "Gather", "GatherElements", "GatherND", "Identity", "If", "Loop", "Not", "OneHot", "Or", "Reshape",
+                "ReverseSequence", "Shape", "Size", "Slice", "Split", "Squeeze", "Tile", "Transpose", "Trilu",
+                "Unsqueeze", "Where", "Xor"}
+
+
+def test_variable_length_graph_handles_its_mask_only_with_ops_tensorrt_takes_bool_in(classifier_dir, tmp_path):
+    """What a --variable-length TensorRT build parses: every node that reads a bool tensor (the mask
+    and what is derived from it) must be one TensorRT runs on BOOL, or the parser refuses the graph."""
+    fp32, = export(classifier_dir, tmp_path, "fp32", samples=4, variable_length=True)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(fp32.path))).graph
+    bools = {v.name for v in [*graph.input, *graph.value_info, *graph.output]
+             if v.type.tensor_type.elem_type == onnx.TensorProto.BOOL}
+    bools |= {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.BOOL}
+    assert "key_padding" in bools
+    readers = {n.op_type for n in graph.node if bools & set(n.input)}
+    assert readers and readers <= TRT_BOOL_OPS, f"ops TensorRT cannot run on BOOL: {readers - TRT_BOOL_OPS}"
+
+
 def test_graph_feeds_mask_only_graphs_that_take_one_and_name_the_export_that_does(classifier_dir):
     from radiofm.engines import graph_feeds
 
