@@ -210,6 +210,7 @@ def predict(
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 | int8"),
     sample_rate: Optional[float] = typer.Option(None, help="IQ sample rate in Hz, where the file does not record it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each input's spectrogram with its predictions here (.png, .pdf or .svg)."),
 ):
     """Classify or segment spectrograms and IQ recordings.
 
@@ -221,10 +222,14 @@ def predict(
     from radiofm.sdk import Classifier, Segmenter
     from radiofm.engines import open_engine
 
+    from radiofm.plotting import PLOT_SUFFIXES, plot_predictions, prediction_row
+
+    if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
+        fail(f"--plot {plot}: the picture is written as {', '.join(PLOT_SUFFIXES)}")
     try:
         eng = open_engine(model, engine, "auto", precision)
         runner = (Segmenter if eng.cfg.task == "segment" else Classifier)(eng)
-        records = []
+        records, rows = [], []
         for path in inputs:
             item = read_input(path)
             rate = item.sample_rate or sample_rate
@@ -237,12 +242,23 @@ def predict(
                 preds = [runner.predict(item.data)]
             for pred in preds:
                 records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
+            if plot is not None:
+                rows.append(prediction_row(path, item, preds, runner, rate))
+        if plot is not None:
+            plot_predictions(plot, rows, list(runner.classes), eng.cfg.task,
+                             f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps({"model": str(model), "engine": eng.describe(), "predictions": records}, indent=2))
-        return
-    table = Table(title=f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
+    else:
+        _print_predictions(records, f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
+    if plot is not None:
+        err_console.print(f"picture: {plot}", highlight=False)
+
+
+def _print_predictions(records: list[dict], title: str) -> None:
+    table = Table(title=title)
     for col in ("input", "item", "start", "prediction"):
         table.add_column(col)
     for r in records:

@@ -66,3 +66,55 @@ def test_predict_command_on_every_input_kind(tmp_path):
     assert all(p["label"] in ("noise", "lte", "nr") and abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
     wrong_rate = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), str(_sigmf(tmp_path, iq, 2e6, "fast"))])
     assert wrong_rate.exit_code == 1 and "resample" in wrong_rate.output
+
+
+def test_predict_plot_draws_what_each_window_and_item_was_predicted(tmp_path):
+    from PIL import Image
+
+    from radiofm.engines import TorchEngine
+    from radiofm.plotting import MAX_UNITS, plot_predictions, prediction_row
+    from radiofm.sdk import Classifier, Segmenter
+
+    torch.manual_seed(0)
+    pre = PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"], preprocess=pre)
+    model = save_model(build_model(cfg), tmp_path / "m")
+    rng = np.random.default_rng(1)
+    iq = (rng.normal(size=5000) + 1j * rng.normal(size=5000)).astype(np.complex64)
+    np.save(tmp_path / "rec.npy", iq)
+    np.save(tmp_path / "spec.npy", rng.random((3, 40, 40)).astype(np.float32))
+    out = tmp_path / "pictures" / "pred.png"
+    result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "rec.npy"), str(tmp_path / "spec.npy"),
+                                      "--engine", "torch", "--json", "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.stdout)["predictions"]
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > 400 and img.height > 300
+
+    # The units drawn are the predictions made: 4 windows of the recording (with their start
+    # times), then the 3 spectrograms of the batch, each titled with its label and probability.
+    clf = Classifier(TorchEngine(model))
+    windows = list(clf.stream_iq([iq], 1e6))
+    row = prediction_row("rec.npy", read_input(tmp_path / "rec.npy"), windows, clf)
+    titles = [f"{p['start'] / 1e3:.2f} ms: {p['label']} {p['probability']:.2f}" for p in preds[:4]]
+    assert [u.title for u in row.units] == titles and row.total == 4
+    assert all(u.spectrogram.shape == (64, 33) and np.allclose(u.probs.sum(), 1, atol=1e-5) for u in row.units)
+    batch = prediction_row("spec.npy", read_input(tmp_path / "spec.npy"), [clf.predict(np.load(tmp_path / "spec.npy"))], clf)
+    assert [u.title for u in batch.units] == [f"{p['label']} {p['probability']:.2f}" for p in preds[4:]]
+    assert plot_predictions(tmp_path / "p.svg", [row, batch], clf.classes, "classify", "t") == [titles, [u.title for u in batch.units]]
+
+    # A segmenter's units carry their class maps; a long recording is cut at MAX_UNITS and says so.
+    seg_cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"])
+    seg = Segmenter(TorchEngine(save_model(build_model(seg_cfg), tmp_path / "s")))
+    frames = rng.random((MAX_UNITS + 2, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    pred = seg.predict(frames)
+    row = prediction_row("frames.npy", read_input(tmp_path / "frames.npy"), [pred], seg)
+    assert row.total == MAX_UNITS + 2 and len(row.units) == MAX_UNITS
+    assert all(np.array_equal(u.classes, m) for u, m in zip(row.units, pred.indices))
+    assert all(u.title.startswith(max(seg.classes, key=lambda c: (m == seg.classes.index(c)).mean()))
+               for u, m in zip(row.units, pred.indices))
+    assert (tmp_path / "p.svg").read_text().startswith("<?xml")
+
+    bad = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), "--plot", str(tmp_path / "p.jpg")])
+    assert bad.exit_code == 1 and "--plot" in bad.output and ".png" in bad.output
