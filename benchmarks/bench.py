@@ -32,8 +32,10 @@ FORMAT = "radiofm-bench/1"
 ENGINE_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "fp16", "int8"),
                      # CUDA only: the torch engine replaying CUDA graphs, and that with radiofm's Triton
                      # kernels for attention and patch embedding
-                     "torch-graph": ("fp32", "bf16", "fp16"), "torch-triton": ("fp32", "bf16", "fp16")}
-CUDA_ONLY = ("torch-graph", "torch-triton")
+                     "torch-graph": ("fp32", "bf16", "fp16"), "torch-triton": ("fp32", "bf16", "fp16"),
+                     # a TensorRT plan built here by ``radiofm.export.tensorrt`` (needs TensorRT and a GPU)
+                     "trt": ("fp32", "fp16", "int8")}
+CUDA_ONLY = ("torch-graph", "torch-triton", "trt")
 PRESET_CLASSES = 10  # head width of the random-weight classifier built for a preset name
 
 
@@ -89,6 +91,9 @@ class Subject:
     onnx: dict[str, Path] = field(default_factory=dict)
     export_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # per precision: passed, int8 method
     unavailable: dict[str, str] = field(default_factory=dict)  # ONNX precisions that could not be made: why
+    plans: dict[str, Path] = field(default_factory=dict)  # TensorRT plan per precision
+    plan_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # per precision: parity passed
+    plan_unavailable: dict[str, str] = field(default_factory=dict)  # TensorRT precisions not built: why
     data_file: Path | None = None
 
 
@@ -163,6 +168,54 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             subject.export_info[precision]["int8_scope"] = entry.get("scope", "partial")
 
 
+def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work: Path, calib: str | None,
+              log: Callable[[str], None]) -> None:
+    """Build a TensorRT plan per precision into the work folder, for a batch profile spanning the
+    benchmark's batch sizes, with ``radiofm.export.tensorrt.export_engine`` (which validates it against
+    torch). A plan there is reused if it was built from the same weights for a profile that covers
+    those batches, on this TensorRT and GPU. int8 plans come from a calibrated QDQ graph: ``calib``."""
+    from radiofm.checkpoint import sha256_file
+    from radiofm.export.tensorrt import (
+        BatchProfile,
+        EngineMismatch,
+        check_engine_compatible,
+        current_runtime,
+        export_engine,
+        read_sidecar,
+    )
+
+    source_sha = sha256_file(subject.folder / "model.safetensors")
+    profile = BatchProfile(min(batches), max(batches), max(batches))
+    for precision in precisions:
+        if precision == "int8" and calib is None:
+            subject.plan_unavailable[precision] = "an int8 TensorRT plan is built from a calibrated QDQ model: pass --calib DIR"
+            continue
+        out = work / f"{subject.folder.name}-trt-{precision}"
+        plan = out / f"model.{precision}.plan"
+        try:
+            sidecar = read_sidecar(plan) if plan.is_file() else None
+            if sidecar is not None:
+                check_engine_compatible(sidecar, current_runtime())
+        except (EngineMismatch, FileNotFoundError):
+            sidecar = None
+        covered = sidecar is not None and sidecar["profile"]["min"] <= profile.min and sidecar["profile"]["max"] >= profile.max
+        if not (covered and sidecar.get("source_sha256") == source_sha):
+            log(f"{subject.name}: building TensorRT {precision}, batch {profile}, into {out}")
+            try:
+                results, plan = export_engine(subject.folder, out, precision, profile, calib=calib, samples=16,
+                                              log=lambda m: log(f"  {m}"))
+            except (RuntimeError, ValueError) as e:  # TensorRTUnavailable is a RuntimeError
+                subject.plan_unavailable[precision] = str(e)
+                continue
+            if plan is None:
+                failures = "; ".join(results[0].entry["failures"])
+                subject.plan_unavailable[precision] = f"the ONNX export it is built from failed parity ({failures})"
+                continue
+            sidecar = read_sidecar(plan)
+        subject.plans[precision] = plan
+        subject.plan_info[precision] = {"export_passed": sidecar.get("passed"), "plan_profile": sidecar["profile"]}
+
+
 # --------------------------------------------------------------------------- the test set
 def prepare_test_set(subject: Subject, data: str, limit: int, work: Path) -> Path:
     """The first ``limit`` samples of ``data`` as model input, with targets in the model's class order,
@@ -234,14 +287,28 @@ def plan(settings: BenchSettings) -> tuple[list[tuple[str, str]], list[dict[str,
                                 "reason": f"the {engine} engine has no {precision} "
                                           f"(it runs {', '.join(ENGINE_PRECISIONS[engine])})"})
             elif engine in CUDA_ONLY and settings.device != "cuda":
+                what = "runs TensorRT plans" if engine == "trt" else "replays CUDA graphs"
                 skipped.append({"engine": engine, "precision": precision,
-                                "reason": f"{engine} replays CUDA graphs: it needs --device cuda"})
+                                "reason": f"{engine} {what}: it needs --device cuda"})
+            elif engine == "trt" and trt_missing():
+                skipped.append({"engine": engine, "precision": precision, "reason": trt_missing()})
             elif engine == "torch" and precision == "fp16" and settings.device != "cuda":
                 skipped.append({"engine": engine, "precision": precision,
                                 "reason": "torch fp16 needs a CUDA device; bf16 is the CPU's half precision"})
             else:
                 pairs.append((engine, precision))
     return pairs, skipped
+
+
+def trt_missing() -> str | None:
+    """Why TensorRT plans cannot be built and run here (what is missing and how to get it), or None."""
+    from radiofm.export.tensorrt import TensorRTUnavailable, require_tensorrt
+
+    try:
+        require_tensorrt()
+    except TensorRTUnavailable as e:
+        return str(e)
+    return None
 
 
 def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -277,6 +344,9 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
             onnx_precisions = sorted({p for e, p in pairs if e == "onnx"})
             if onnx_precisions:
                 onnx_files(subject, onnx_precisions, work, settings.calib, log, settings.int8_scope)
+            trt_precisions = sorted({p for e, p in pairs if e == "trt"})
+            if trt_precisions:
+                trt_plans(subject, trt_precisions, settings.batches, work, settings.calib, log)
             if settings.data:
                 if subject.weights == "random":
                     raise BenchError(f"{name} is a preset with random weights: scoring it on {settings.data} "
@@ -290,15 +360,17 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
             })
             records = []
             for engine, precision in pairs:
-                if engine == "onnx" and precision in subject.unavailable:
+                unavailable = {"onnx": subject.unavailable, "trt": subject.plan_unavailable}.get(engine, {})
+                if precision in unavailable:
                     doc["skipped"].append({"model": name, "engine": engine, "precision": precision,
-                                           "reason": subject.unavailable[precision]})
+                                           "reason": unavailable[precision]})
                     continue
                 for i, batch in enumerate(sorted(set(settings.batches))):
                     log(f"{name}: {engine} {precision} batch {batch}")
                     spec = {
                         "model_key": subject.folder.name, "model_dir": str(subject.folder),
-                        "onnx_file": str(subject.onnx.get(precision, "")), "engine": engine,
+                        "onnx_file": str(subject.onnx.get(precision, "")),
+                        "plan_file": str(subject.plans.get(precision, "")), "engine": engine,
                         "precision": precision, "batch": batch, "device": settings.device, "threads": threads,
                         "warmup": settings.warmup, "repeat": settings.repeat,
                         # Predictions do not depend on the batch size: score once per engine and precision.
@@ -314,6 +386,8 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
                     record = {"model": name, **record, **work_done(record, flops, precision, machine, settings.device)}
                     if engine == "onnx":
                         record.update(subject.export_info[precision])
+                    elif engine == "trt":
+                        record.update(subject.plan_info[precision])
                     log(f"  p50 {record['p50_ms']:.2f} ms, {record['throughput']:.1f} samples/s")
                     records.append(record)
             add_agreement(records)
@@ -349,7 +423,7 @@ def add_agreement(records: list[dict[str, Any]]) -> None:
     """
     scored = [r for r in records if "predictions_file" in r]
     predictions = {id(r): np.load(r.pop("predictions_file")) for r in scored}
-    reference = next((r for engine in ("torch", "torch-graph", "torch-triton", "onnx") for r in scored
+    reference = next((r for engine in ("torch", "torch-graph", "torch-triton", "onnx", "trt") for r in scored
                       if r["engine"] == engine and r["precision"] == "fp32"), None)
     for r in scored:
         if reference is not None:

@@ -72,7 +72,8 @@ def thread_settings(engine, requested: int) -> dict[str, Any]:
 
 def open_subject(spec: dict[str, Any]):
     """The engine a spec names; ``torch-graph`` and ``torch-triton`` are the torch engine replaying CUDA
-    graphs, the second with radiofm's Triton kernels for attention and patch embedding."""
+    graphs, the second with radiofm's Triton kernels for attention and patch embedding; ``trt`` the
+    TensorRT plan the parent built."""
     name = spec["engine"]
     if name in ("torch-graph", "torch-triton"):
         from radiofm.engines import TorchEngine
@@ -82,6 +83,10 @@ def open_subject(spec: dict[str, Any]):
             engine.model.set_backends(attn="triton", patch="triton")
         engine.name = name
         return engine
+    if name == "trt":
+        from radiofm.engines import TensorRTEngine
+
+        return TensorRTEngine(spec["plan_file"])
     source = spec["onnx_file"] if name == "onnx" else spec["model_dir"]
     return open_engine(source, name, spec["device"], spec["precision"], spec["threads"])
 
@@ -130,6 +135,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    elif engine.name == "trt":  # TensorRT's own activation memory, beside the weights
+        size = getattr(engine.engine, "device_memory_size_v2", None) or engine.engine.device_memory_size
+        record["trt_device_memory_mb"] = round(size / 2**20, 1)
     return record
 
 

@@ -221,11 +221,14 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
     engine = Path(out) / f"model.{precision}.plan"
     with atomic_path(engine) as tmp:
         tmp.write_bytes(plan)
-    write_json_atomic(sidecar_path(engine), engine_sidecar(
-        precision, profile, Path(onnx_file).name, current_runtime(), read_onnx_metadata(onnx_file)["config"],
+    meta = read_onnx_metadata(onnx_file)
+    sidecar = engine_sidecar(
+        precision, profile, Path(onnx_file).name, current_runtime(), meta["config"],
         engine.name, build_command or f"radiofm export MODEL --engine trt --precision {precision} --batch {profile}",
         onnx_inputs(onnx_file),
-    ))
+    )
+    sidecar["source_sha256"] = meta.get("source_sha256")  # the weights it was built from
+    write_json_atomic(sidecar_path(engine), sidecar)
     return engine
 
 

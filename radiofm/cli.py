@@ -537,7 +537,7 @@ def _print_parity(entries: list[dict], paths: list[Path]) -> None:
 @app.command()
 def bench(
     models: List[str] = typer.Argument(..., help="Model folders, zoo names or presets (a preset gets random weights)."),
-    engines: List[str] = typer.Option(["torch", "onnx"], "--engine", "-e", help="torch | onnx, and on CUDA torch-graph (CUDA graphs) | torch-triton (Triton kernels + CUDA graphs); repeat the option."),
+    engines: List[str] = typer.Option(["torch", "onnx"], "--engine", "-e", help="torch | onnx, and on CUDA torch-graph (CUDA graphs) | torch-triton (Triton kernels + CUDA graphs) | trt (a TensorRT plan built for the run); repeat the option."),
     precisions: List[str] = typer.Option(["fp32"], "--precision", "-p", help="fp32 | bf16 | fp16 | int8 (repeat)."),
     batches: List[int] = typer.Option([1], "--batch", "-b", help="Batch size (repeat the option)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radiofm.benchmarks.bench import BenchError, BenchSettings, add_agreement, plan
+from radiofm.benchmarks.bench import BenchError, BenchSettings, add_agreement, plan, trt_missing
 from radiofm.benchmarks.machine import cpu_ops_per_cycle, cpu_peak
 from radiofm.cli import app
 
@@ -70,6 +70,31 @@ def test_cuda_graph_engines_need_cuda():
     assert pairs == [] and all("--device cuda" in s["reason"] for s in skipped)
     pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch-graph", "torch-triton"], ["fp16"], device="cuda"))
     assert pairs == [("torch-graph", "fp16"), ("torch-triton", "fp16")] and not skipped
+
+
+def test_tensorrt_runs_where_it_can_and_is_skipped_with_what_is_missing_elsewhere():
+    pairs, skipped = plan(BenchSettings(["vit-micro"], ["torch", "trt"], ["fp32", "bf16"]))
+    assert pairs == [("torch", "fp32"), ("torch", "bf16")]
+    reasons = {(s["engine"], s["precision"]): s["reason"] for s in skipped}
+    assert "--device cuda" in reasons[("trt", "fp32")] and "has no bf16" in reasons[("trt", "bf16")]
+    pairs, skipped = plan(BenchSettings(["vit-micro"], ["trt"], ["fp16", "int8"], device="cuda"))
+    missing = trt_missing()
+    if missing is None:  # TensorRT and a GPU: both precisions are built and timed
+        assert pairs == [("trt", "fp16"), ("trt", "int8")] and not skipped
+    else:
+        assert pairs == [] and [s["reason"] for s in skipped] == [missing, missing]
+        assert 'pip install "radiofm[gpu]"' in missing
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(trt_missing() is not None, reason=f"builds TensorRT plans: {trt_missing()}")
+def test_tensorrt_bench_builds_its_plans_and_refuses_int8_without_calibration(tmp_path):
+    from radiofm.benchmarks.bench import prepare_subject, trt_plans
+
+    subject = prepare_subject("vit-micro", tmp_path, lambda m: None)
+    trt_plans(subject, ["fp16", "int8"], [1, 4], tmp_path, None, lambda m: None)
+    assert subject.plans["fp16"].is_file() and subject.plan_info["fp16"]["plan_profile"]["max"] == 4
+    assert "--calib" in subject.plan_unavailable["int8"]
 
 
 @pytest.mark.parametrize("settings", [
