@@ -280,6 +280,7 @@ def run_child(spec: dict[str, Any], scratch: Path, threads: int, timeout_s: floa
 def plan(settings: BenchSettings) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     """(engine, precision) pairs to run, and the ones skipped with the reason."""
     pairs, skipped = [], []
+    no_trt = trt_missing() if "trt" in settings.engines and settings.device == "cuda" else None
     for engine in settings.engines:
         for precision in settings.precisions:
             if precision not in ENGINE_PRECISIONS[engine]:
@@ -290,8 +291,8 @@ def plan(settings: BenchSettings) -> tuple[list[tuple[str, str]], list[dict[str,
                 what = "runs TensorRT plans" if engine == "trt" else "replays CUDA graphs"
                 skipped.append({"engine": engine, "precision": precision,
                                 "reason": f"{engine} {what}: it needs --device cuda"})
-            elif engine == "trt" and trt_missing():
-                skipped.append({"engine": engine, "precision": precision, "reason": trt_missing()})
+            elif engine == "trt" and no_trt:
+                skipped.append({"engine": engine, "precision": precision, "reason": no_trt})
             elif engine == "torch" and precision == "fp16" and settings.device != "cuda":
                 skipped.append({"engine": engine, "precision": precision,
                                 "reason": "torch fp16 needs a CUDA device; bf16 is the CPU's half precision"})

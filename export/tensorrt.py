@@ -278,6 +278,7 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     val = validation_set(model.cfg, samples)
     reference = onnx_export.run_torch(model, val.images)
     loaded = TensorRTEngine(engine)
+
     def run(images, key_padding=None, b=profile.max):
         chunks = [loaded.run(images[i:i + b], None if key_padding is None else key_padding[i:i + b])
                   for i in range(0, len(images), b)]
