@@ -35,7 +35,7 @@ class Row:
     total: int = 0  # units predicted; more than len(units) when the row was cut at MAX_UNITS
 
 
-def plot_predictions(out: str | Path, rows: list[Row], classes: list[str], task: str, title: str) -> list[str]:
+def plot_predictions(out: str | Path, rows: list[Row], classes: list[str], task: str, title: str) -> list[list[str]]:
     """Draw ``rows`` into ``out`` (PNG, PDF or SVG by its suffix); returns the unit titles drawn, row by row."""
     import matplotlib
 
@@ -53,10 +53,11 @@ def plot_predictions(out: str | Path, rows: list[Row], classes: list[str], task:
     if not rows:
         raise ValueError("nothing to plot")
     shown_rows = rows[:MAX_INPUTS]
-    colours = MASK_COLOURS[: len(classes)] if task == "segment" else plt.get_cmap("tab10").colors[: len(classes)]
+    segment = task == "segment"
+    colours = MASK_COLOURS[: len(classes)] if segment else plt.get_cmap("tab10").colors[: len(classes)]
     cmap = ListedColormap(colours)
     width = max(len(r.units) for r in shown_rows)
-    segment = task == "segment"  # a class map is worth the spectrogram's size; probabilities less
+    # A class map is worth the spectrogram's size; a probability strip less.
     per_unit, ratios = (3.0, [3, 3]) if segment else (1.6, [3, 2])
     fig, axes = plt.subplots(2 * len(shown_rows), 1, figsize=(min(4 + per_unit * width, 24), 1.2 * sum(ratios) * len(shown_rows)),
                              squeeze=False, gridspec_kw={"height_ratios": ratios * len(shown_rows)})
