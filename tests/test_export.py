@@ -503,3 +503,16 @@ def test_trt_variable_length_engine_masks_padded_input(classifier_dir, tmp_path)
     assert sidecar["inputs"] == ["images", "key_padding"] and "padded" in sidecar["parity"]
     engine = TensorRTEngine(plan)
     assert set(engine.inputs) == {"images", "key_padding"}
+    # Padded input behind the mask: what the padding holds never matters; without the mask it does.
+    cfg = engine.cfg
+    (gh, gw), p = cfg.grid_size, cfg.patch_size
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((2, cfg.in_chans, *cfg.img_size)).astype(np.float32)
+    images[..., (gw // 2) * p:] = 0.0
+    valid = np.zeros((2, gh, gw), bool)
+    valid[..., : gw // 2] = True
+    valid = valid.reshape(2, -1)
+    other = images.copy()
+    other[..., (gw // 2) * p:] = rng.normal(size=other[..., (gw // 2) * p:].shape) * 5
+    np.testing.assert_allclose(engine.run(images, valid)[0], engine.run(other, valid)[0], atol=1e-2)
+    assert not np.allclose(engine.run(images)[0], engine.run(other)[0], atol=1e-2)
