@@ -178,20 +178,16 @@ def _attend_rows(Q, K, V, KEY_PADDING, OUT, qk_scale, n_q, n_k, b32, h32, m_star
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, start_n, cols,
                                           cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
                                           stride_vd, DOT_PRECISION, False, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
-        if TAIL_N == 0:
-            if n_full < n_k:  # the ragged last block, as a whole BLOCK_N tile
-                cols = n_full + offs_n
-                acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
-                                              cols < n_k, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
-                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, BLOCK_N, BLOCK_D)
-    if TAIL_N > 0:
-        if n_full < n_k:  # the ragged last block in a smaller tile: less work on keys past the end
-            cols = n_full + tl.arange(0, TAIL_N)
+    if TAIL_N > 0 or not HAS_PADDING:  # the ragged last block, unless the padding loop took it
+        if n_full < n_k:
+            # In a TAIL_N tile where there is one (less work on keys past the end), else a whole block.
+            RAGGED: tl.constexpr = TAIL_N if TAIL_N > 0 else BLOCK_N
+            cols = n_full + tl.arange(0, RAGGED)
             valid = _block_valid(KEY_PADDING, b, stride_pb, stride_pn, cols, n_k, HAS_PADDING)
-            if tl.max(valid.to(tl.int32), axis=0) > 0:
+            if not HAS_PADDING or tl.max(valid.to(tl.int32), axis=0) > 0:  # the skip, with a mask only
                 acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, k_base, v_base, b32, h32, n_full, cols,
                                               valid, offs_d, d_ok, qk_scale, stride_kn, stride_kd, stride_vn,
-                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, TAIL_N, BLOCK_D)
+                                              stride_vd, DOT_PRECISION, True, EVEN_D, USE_TMA, RAGGED, BLOCK_D)
 
     # l_i is 0 only where no block was attended: acc is 0 there too, and the row comes out as zeros.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
