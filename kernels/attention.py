@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_device, dot_precision, on_device
+from ._launch import COMPILE_OPTIONS, check_device, dot_precision, on_device
 
 try:  # host-side tensor descriptors (triton >= 3.4)
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -43,8 +43,12 @@ class AttentionConfig(NamedTuple):
     # the last key block (n_k % block_n keys) each take the smallest power-of-two tile (>= 16) that
     # holds them. At N=197 with 64 x 32 tiles that is 208 x 208 scores computed per (batch, head)
     # instead of 256 x 224 (25 % less tensor-core and exp2 work), for a second code path in the
-    # kernel. Pointer loads only (a descriptor's box is fixed): ignored with ``tma``.
-    tail: bool = False
+    # kernel. ``"keys"``: the last key block only (256 x 208 at N=197). A query tile under 64 rows
+    # cannot give each of 4 warps its own rows, so they split its keys and meet in shared memory for
+    # every row max and sum (8 barriers per key block on sm_90, against 1): whether the 16-row tile's
+    # saved work outweighs that is for a GPU to say. Pointer loads only (a descriptor's box is
+    # fixed): ignored with ``tma``.
+    tail: bool | str = False
 
 
 def default_config(head_dim: int) -> AttentionConfig:
@@ -279,14 +283,17 @@ def _launch_args(q, k, v, key_padding, out, scale: float, cfg: AttentionConfig):
     descriptors = _descriptors(q, k, v, out, cfg, block_d) if cfg.tma else None
     q_arg, k_arg, v_arg, out_arg = descriptors or (q, k, v, out)
     n_k = k.shape[2]
+    if cfg.tail not in (False, True, "keys"):
+        raise ValueError(f"masked_attention: config.tail must be False, True or 'keys', got {cfg.tail!r}")
     tails = cfg.tail and descriptors is None
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
     args = (q_arg, k_arg, v_arg, padding, out_arg, scale * _LOG2E, heads, n_q, n_k,
             *q.stride(), *k.stride(), *v.stride(), *padding_strides, *out.stride())
     meta = dict(HEAD_DIM=head_dim, HAS_PADDING=key_padding is not None, DOT_PRECISION=dot_precision(q.dtype),
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, USE_TMA=descriptors is not None,
-                TAIL_M=_tail(n_q, cfg.block_m) if tails else 0, TAIL_N=_tail(n_k, cfg.block_n) if tails else 0,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                TAIL_M=_tail(n_q, cfg.block_m) if tails and cfg.tail != "keys" else 0,
+                TAIL_N=_tail(n_k, cfg.block_n) if tails else 0,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **COMPILE_OPTIONS)
     if cfg.maxnreg is not None:
         meta["maxnreg"] = cfg.maxnreg
     return grid, args, meta

@@ -33,11 +33,13 @@ import triton
 
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.uint8: "u8",
            torch.int8: "i8", torch.int32: "i32", torch.int64: "i64", torch.bool: "i1"}
-_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
-# SASS mnemonics: warpgroup MMA (Hopper), warp MMA (Ampere and later), TMA copies, async copies.
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "enable_fp_fusion")
+# SASS mnemonics: warpgroup MMA (Hopper), warp MMA (Ampere and later), TMA copies, async copies,
+# thread-block barriers (as written in the code, not as executed: a loop's count once).
 # Shared memory one thread block may opt in to, per compute capability (CUDA programming guide).
 _SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
-_INSTRUCTIONS = {"wgmma": r"\bHGMMA\b", "mma": r"\bHMMA\b", "tma": r"\bUTMA(?:LDG|STG)\b", "cp_async": r"\bLDGSTS\b"}
+_INSTRUCTIONS = {"wgmma": r"\bHGMMA\b", "mma": r"\bHMMA\b", "tma": r"\bUTMA(?:LDG|STG)\b", "cp_async": r"\bLDGSTS\b",
+                 "barriers": r"\bBAR\.SYNC\b"}
 
 
 @dataclass
@@ -106,7 +108,7 @@ def compile_case(case: Case, arch: int) -> CompileResult:
 
     _, args, meta = case.launch()
     config = {k: v for k, v in meta.items()
-              if k.startswith("BLOCK") or k in _LAUNCH_OPTIONS or k == "USE_TMA" or (k.startswith("TAIL") and v)}
+              if k.startswith("BLOCK") or k in ("num_warps", "num_stages", "maxnreg") or k == "USE_TMA" or (k.startswith("TAIL") and v)}
     result = CompileResult(case.name, arch, config, ok=False)
     start = time.perf_counter()
     try:
@@ -178,6 +180,8 @@ def cases() -> list[Case]:
             64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(maxnreg=80)), archs=(90,)),
         Case("attention d=64 fp16 tail tiles", attn, _attention_launch(
             64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(tail=True))),
+        Case("attention d=64 fp16 tail keys", attn, _attention_launch(
+            64, 12, 197, 64, torch.float16, config=attention.default_config(64)._replace(tail="keys")), archs=(90,)),
         Case("attention d=64 fp16 tail tiles padding", attn, _attention_launch(
             64, 12, 197, 64, torch.float16, padded=True, config=attention.default_config(64)._replace(tail=True)),
              archs=(90,)),

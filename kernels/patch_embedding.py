@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._launch import check_device, dot_precision, on_device
+from ._launch import COMPILE_OPTIONS, check_device, dot_precision, on_device
 
 
 class PatchEmbedConfig(NamedTuple):
@@ -160,7 +160,7 @@ def _launch_args(images, weight, bias, pos_embed, keep, out, config: PatchEmbedC
             *(keep.stride() if keep is not None else (0, 0)))
     meta = dict(P=p, HAS_BIAS=bias is not None, HAS_KEEP=keep is not None, DOT_PRECISION=dot_precision(images.dtype),
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **COMPILE_OPTIONS)
     return grid, args, meta
 
 

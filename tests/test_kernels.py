@@ -95,6 +95,24 @@ def test_attention_with_smaller_tiles_for_the_ragged_ends_matches_reference(d, n
                                masked_attention_reference(q, k, v, mask), **FP32)
 
 
+@pytest.mark.parametrize("d,n,tail_n", [(64, 197, 16), (48, 70, 16), (64, 20, 0)])
+@pytest.mark.parametrize("kind", ["none", "random", "single", "empty"])
+def test_attention_with_a_smaller_tile_for_the_last_key_block_only_matches_reference(d, n, tail_n, kind):
+    q, k, v = _qkv(2, 2, n, d)
+    mask = _padding(kind, 2, n)
+    keys_only = TAIL._replace(tail="keys")
+    _, _, meta = _launch_args(q, k, v, mask, torch.empty_like(q), d ** -0.5, keys_only)
+    assert (meta["TAIL_M"], meta["TAIL_N"]) == (0, tail_n)  # whole query blocks, a smaller last key block
+    torch.testing.assert_close(masked_attention(q, k, v, mask, config=keys_only),
+                               masked_attention_reference(q, k, v, mask), **FP32)
+
+
+def test_attention_refuses_an_unknown_tail_setting():
+    q, k, v = _qkv(1, 1, 20, 16)
+    with pytest.raises(ValueError, match="config.tail must be False, True or 'keys', got 'queries'"):
+        masked_attention(q, k, v, config=TAIL._replace(tail="queries"))
+
+
 def test_attention_tail_tiles_are_ignored_on_the_descriptor_path():
     q, k, v = _qkv(2, 2, 197, 64)
     _, _, meta = _launch_args(q, k, v, None, torch.empty_like(q), 0.125, TAIL._replace(tma=True))
@@ -338,7 +356,7 @@ from dataclasses import asdict
 from radiofm.kernels import compile_check as cc
 wanted = {"attention d=64 fp16": (80, 90), "attention d=64 fp16 key padding": (90,),
           "attention d=64 fp16 tma": (90,), "attention d=64 fp16 maxnreg 80": (90,),
-          "attention d=64 fp16 tail tiles": (90,),
+          "attention d=64 fp16 tail tiles": (90,), "attention d=64 fp16 tail keys": (90,),
           "patch embed D=768 fp16 keep 25%": (90,)}
 results = []
 for case in cc.cases():
@@ -360,7 +378,7 @@ def test_default_configs_compile_for_ampere_and_hopper_without_spills_within_sha
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     results = {(r["case"], r["arch"]): r for r in json.loads(out.stdout)}
-    assert len(results) == 7
+    assert len(results) == 8
     for (case, arch), r in results.items():
         assert r["ok"], f"{case} on sm_{arch}: {r['error']}"
         assert r["spill_bytes"] == 0, f"{case} on sm_{arch} spills {r['spill_bytes']} bytes per thread"
@@ -373,8 +391,14 @@ def test_default_configs_compile_for_ampere_and_hopper_without_spills_within_sha
     # The register cap the GPU sweep tries (6 programs per SM instead of 5) holds without spilling.
     assert results[("attention d=64 fp16 maxnreg 80", 90)]["registers"] <= 80
     # Ragged-end tiles: the 16-row query tile takes warp MMAs beside the 64-row tile's warp-group ones.
+    # The 4 warps split a 16-row tile's keys, so its row max and sum cross warps through shared memory
+    # (more barriers); a smaller last key block alone keeps the plain kernel's warp-group MMAs and barriers.
     tail = results[("attention d=64 fp16 tail tiles", 90)]["instructions"]
     assert tail["wgmma"] > 0 and tail["mma"] > 0
+    assert tail["barriers"] > plain["instructions"]["barriers"]
+    keys = results[("attention d=64 fp16 tail keys", 90)]
+    assert keys["config"]["TAIL_N"] == 16 and "TAIL_M" not in keys["config"]
+    assert keys["instructions"]["mma"] == 0 and keys["instructions"]["barriers"] == plain["instructions"]["barriers"]
 
 
 # --------------------------------------------------------------------------- the model's dispatch
