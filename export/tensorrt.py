@@ -285,7 +285,10 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
         return [np.concatenate(parts) for parts in zip(*chunks)]
 
     parity = {}
-    for b in sorted({min(max(b, profile.min), profile.max) for b in onnx_export.BATCH_SIZES}):
+    # The check's batch sizes inside the profile, and none past the number of samples (a larger one
+    # would run the same single batch under another name).
+    most = max(len(val.images), profile.min)
+    for b in sorted({min(max(b, profile.min), profile.max, most) for b in onnx_export.BATCH_SIZES}):
         parity[str(b)] = onnx_export.compare(model.cfg.task, reference, run(val.images, b=b))
     if KEY_PADDING in loaded.inputs:  # shorter captures, padded as the SDK pads them, behind the mask
         parity["padded"] = onnx_export.padded_parity(model, val.images, run)
