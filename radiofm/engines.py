@@ -10,8 +10,10 @@ the runtime is not (CUDA graphs, TensorRT execution contexts).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +34,18 @@ def output_names(cfg: ModelConfig) -> list[str]:
     return OUTPUT_NAMES[cfg.task]
 
 
+def check_device(device) -> None:
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def check_threads(threads) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer (or None for the runtime's default), got {threads!r}")
+
+
 class Engine:
     """What every engine offers. ``run`` takes (N, C, H, W) float32 and returns the outputs in order."""
 
@@ -41,10 +55,19 @@ class Engine:
     precision: str = "fp32"
     max_batch: int | None = None
     input_name = INPUT_NAME
+    # Set by open_engine in auto mode where the model's weights are at hand: opens the torch engine
+    # on them, for padded input (captures shorter than the model's) that this engine cannot mask.
+    mask_fallback: Callable[[], "Engine"] | None = None
 
     @property
     def output_names(self) -> list[str]:
         return output_names(self.cfg)
+
+    @property
+    def takes_key_padding(self) -> bool:
+        """Whether ``run`` takes a ``key_padding`` mask (the torch engine always; exported graphs when
+        they were exported with ``--variable-length``)."""
+        return False
 
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         """Outputs for ``images`` (N, C, H, W); ``key_padding`` (N, L) bool marks the valid patches
@@ -92,6 +115,10 @@ class TorchEngine(Engine):
 
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"the torch engine runs fp32, bf16 or fp16, not {precision!r}")
+        check_device(device)
+        check_threads(threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
         if precision == "fp16" and not device.startswith("cuda"):
@@ -113,6 +140,10 @@ class TorchEngine(Engine):
         self._graphs: dict[int, tuple] = {}
         self._cuda_graphs = cuda_graphs and device.startswith("cuda")
         self._lock = threading.Lock()
+
+    @property
+    def takes_key_padding(self) -> bool:
+        return True
 
     def _forward(self, x, key_padding=None):
         torch = self._torch
@@ -188,6 +219,8 @@ class OnnxEngine(Engine):
         path = Path(onnx_path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist: run `radiofm export MODEL --engine onnx`")
+        check_device(device)
+        check_threads(threads)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -207,6 +240,10 @@ class OnnxEngine(Engine):
 
     def describe(self) -> str:
         return f"onnx ({self.session.get_providers()[0]}, {self.precision})"
+
+    @property
+    def takes_key_padding(self) -> bool:
+        return KEY_PADDING in {i.name for i in self.session.get_inputs()}
 
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         feeds = graph_feeds({i.name for i in self.session.get_inputs()}, images, key_padding, self.cfg, self.path,
@@ -331,6 +368,10 @@ class TensorRTEngine(Engine):
         self.path = path
         self._lock = threading.Lock()  # one execution context: one call at a time
 
+    @property
+    def takes_key_padding(self) -> bool:
+        return KEY_PADDING in self.inputs
+
     def run(self, images: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         feeds = graph_feeds(self.inputs, images, key_padding, self.cfg, self.path,
                             "radiofm export MODEL --engine trt --variable-length")
@@ -380,8 +421,17 @@ def _trt_usable() -> bool:
     return cuda_visible()
 
 
+# What `radiofm export --engine trt --precision P` builds: model.<P>.plan for each of these.
+PLAN_PRECISIONS = ("fp32", "fp16", "int8")
+# What each engine opens, for the message when a file is given to the wrong one.
+OPENS = {"torch": "a model folder (config.json, model.safetensors) or zoo name",
+         "onnx": "an .onnx file, or a folder holding model[.<precision>].onnx",
+         "trt": "a .plan file, or a folder holding model.<precision>.plan"}
+
+
 def find_artifacts(folder: Path) -> dict[str, Path]:
-    """Engine files present in a folder: 'weights', 'onnx:<precision>', 'trt:<precision>'."""
+    """Engine files present in a folder: 'weights', 'onnx:<precision>', and 'trt:<precision>' for the
+    ``model.<precision>.plan`` that ``radiofm export --engine trt --precision <precision>`` writes."""
     found = {}
     if (folder / "model.safetensors").is_file():
         found["weights"] = folder / "model.safetensors"
@@ -393,56 +443,189 @@ def find_artifacts(folder: Path) -> dict[str, Path]:
     return found
 
 
-def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precision: str = "fp32",
+def _ort_device(device: str, auto_device: bool) -> str:
+    """ONNX Runtime's device: on 'auto', the CPU where it has no CUDA or TensorRT provider."""
+    return "cpu" if auto_device and device != "cpu" and not _ort_has_cuda() else device
+
+
+def _torch_device(device: str, auto_device: bool) -> str:
+    """The torch engine's device: on 'auto', the CPU where torch has no CUDA (asked only for a GPU
+    machine, since it imports torch)."""
+    return "cpu" if auto_device and device != "cpu" and not _torch_has_cuda() else device
+
+
+def _torch_runs(precision: str, device: str, auto_device: bool) -> bool:
+    return precision in ("fp32", "bf16") or (precision == "fp16" and _torch_device(device, auto_device) != "cpu")
+
+
+def _check_trt_device(device: str, auto_device: bool) -> None:
+    if not auto_device and device == "cpu":
+        raise ValueError("the TensorRT engine runs on a CUDA GPU, not device 'cpu': pass device='cuda' or 'auto'")
+
+
+def _export_command(name: str, precision: str, engine: str | None = None, out=None, task: str | None = None) -> str:
+    words = ["radiofm export", name]
+    if engine:
+        words.append(f"--engine {engine}")
+    if task:
+        words.append(f"--task {task}")
+    if precision != "fp32" or engine or not task:
+        words.append(f"--precision {precision}")
+    if engine == "trt" and precision == "int8":
+        words.append("--calib DATASET")  # an int8 plan is built from a calibrated QDQ model
+    if out is not None:
+        words.append(f"--out {out}")
+    return " ".join(words)
+
+
+def _how_to_export(name: str, precision: str, kind: str, explicit: bool, model_dir: Path | None,
+                   exports: Path, task: str | None, own_task: str | None) -> str:
+    """The command that makes the ``kind`` ('onnx' or 'trt') file of ``precision`` that was not found."""
+    if own_task is not None:  # an encoder asked of a model whose exports are of its own head
+        opened = "DIR" if precision == "fp32" else f"DIR, precision={precision!r}"
+        export_it = (f"`{_export_command(name, precision, task=task, out='DIR')}`, then open DIR "
+                     f"(Encoder.from_pretrained({opened}))")
+        if kind == "trt":
+            return (f"{name} is a {own_task!r} model and `radiofm export --engine trt` builds a model's own head "
+                    f"only; run its encoder on ONNX: {export_it}")
+        return (f"{name} is a {own_task!r} model, so its exports are of that head, not an encoder: export its "
+                f"encoder with {export_it}")
+    engine = kind if explicit or kind == "trt" else None
+    if model_dir is None:  # an export folder: the model it came from is not known here
+        return (f"run `{_export_command('MODEL', precision, engine, out=exports)}` with the model folder or zoo "
+                f"name it was exported from")
+    return f"run `{_export_command(name, precision, engine)}`"
+
+
+def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precision: str | None = None,
                 threads: int | None = None, task: str | None = None) -> Engine:
     """Open the engine for a model folder (or zoo name), an export folder, or an .onnx / .plan file.
 
     ``engine="auto"`` takes the fastest one available here: a TensorRT plan on a CUDA GPU, then an
-    ONNX export on ONNX Runtime, then torch. ``task`` rebuilds torch weights under another head
-    (``"encode"`` opens an MAE or classifier folder as its encoder).
+    ONNX export on ONNX Runtime, then torch; where it takes an exported graph that cannot mask padded
+    input and the weights are at hand, ``Engine.mask_fallback`` opens the torch engine for captures
+    shorter than the model's. ``precision`` None is fp32, or for an .onnx / .plan file the precision
+    it was exported at (an explicit one that the file contradicts is refused). ``task`` rebuilds torch
+    weights under another head (``"encode"`` opens an MAE or classifier folder as its encoder).
     """
     if engine not in ENGINES + ("auto",):
         raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} (or None), got {precision!r}")
+    check_device(device)
+    check_threads(threads)
     # device "auto" means the GPU where the chosen runtime can use it, the CPU otherwise
     auto_device = device == "auto"
     if auto_device:
         device = "cuda" if cuda_visible() else "cpu"
     path = Path(name_or_path)
-    if path.suffix == ".onnx":
-        return OnnxEngine(path, "cpu" if auto_device and not _ort_has_cuda() else device, threads)
-    if path.suffix == ".plan":
-        return TensorRTEngine(path)
+    if path.suffix in (".onnx", ".plan"):
+        return _open_file(path, engine, device, auto_device, precision, threads)
     if path.is_dir() and any(path.glob("*.onnx")):
         exports = path  # an export folder, or a model folder with its exports beside it
+        model_dir = path if (path / "config.json").is_file() else None
     else:
         from radiofm.checkpoint import exports_dir, resolve_model_dir
 
-        path = resolve_model_dir(name_or_path)
+        path = model_dir = resolve_model_dir(name_or_path)
         exports = exports_dir(path)  # a zoo model's are in the cache, keyed by its weights
     files = {**find_artifacts(exports), **find_artifacts(path)}
-    trt_key = f"trt:{'fp16' if precision == 'fp32' else precision}"  # TensorRT's float engines are fp16
-    if engine == "auto":
-        if device == "cuda" and _trt_usable() and trt_key in files:
-            engine = "trt"
-        elif f"onnx:{precision}" in files:
-            engine = "onnx"
+    own_task = None  # the model's own task, where ``task`` asks for another head of its weights
+    if task is not None and model_dir is not None:
+        from radiofm.checkpoint import load_config
+
+        own_task = load_config(model_dir).task
+        if own_task == task:
+            own_task = None
         else:
+            files = {k: v for k, v in files.items() if k == "weights"}  # its exports are of its own head
+    asked = precision or "fp32"
+    name = str(name_or_path)
+    explicit = engine != "auto"
+    if engine == "auto":
+        if device != "cpu" and f"trt:{asked}" in files and _trt_usable():
+            engine = "trt"
+        elif f"onnx:{asked}" in files:
+            engine = "onnx"
+        elif "weights" in files and _torch_runs(asked, device, auto_device):
             engine = "torch"
+        else:
+            raise FileNotFoundError(_nothing_runs(name, asked, device, auto_device, files, model_dir, exports,
+                                                  task, own_task))
     if engine == "trt":
-        if trt_key not in files:
-            raise FileNotFoundError(f"no TensorRT plan for {precision} in {exports}: "
-                                    f"run `radiofm export {name_or_path} --engine trt --precision {precision}`")
-        return TensorRTEngine(files[trt_key])
-    if engine == "onnx":
-        key = f"onnx:{precision}"
-        if key not in files:
-            raise FileNotFoundError(f"no {ONNX_FILES.get(precision, precision)} in {exports}: "
-                                    f"run `radiofm export {name_or_path} --engine onnx --precision {precision}`")
-        return OnnxEngine(files[key], "cpu" if auto_device and not _ort_has_cuda() else device, threads)
+        _check_trt_device(device, auto_device)
+        if asked not in PLAN_PRECISIONS:
+            raise ValueError(f"TensorRT plans are {', '.join(PLAN_PRECISIONS)}, not {asked}; "
+                             f"{asked} runs on the torch engine")
+        if f"trt:{asked}" not in files:
+            raise FileNotFoundError(f"no TensorRT plan for {asked} (model.{asked}.plan) in {exports}: "
+                                    + _how_to_export(name, asked, "trt", True, model_dir, exports, task, own_task))
+        eng = TensorRTEngine(files[f"trt:{asked}"])
+    elif engine == "onnx":
+        if asked not in ONNX_FILES:
+            raise ValueError(f"ONNX exports are {', '.join(ONNX_FILES)}, not {asked}; {asked} runs on the torch engine")
+        if f"onnx:{asked}" not in files:
+            raise FileNotFoundError(f"no {ONNX_FILES[asked]} in {exports}: "
+                                    + _how_to_export(name, asked, "onnx", True, model_dir, exports, task, own_task))
+        eng = OnnxEngine(files[f"onnx:{asked}"], _ort_device(device, auto_device), threads)
+    else:
+        if "weights" not in files:
+            raise FileNotFoundError(f"{path} has no model.safetensors for the torch engine" + (
+                "; it holds exports only: open the model folder or zoo name they were exported from"
+                if model_dir is None else ""))
+        return TorchEngine(path, _torch_device(device, auto_device), asked, threads, task=task)
+    if not explicit and model_dir is not None and "weights" in files and asked != "int8" and not eng.takes_key_padding:
+        eng.mask_fallback = _torch_opener(path, device, auto_device, asked, threads, task)
+    return eng
+
+
+def _torch_opener(model_dir: Path, device: str, auto_device: bool, precision: str, threads, task):
+    """Opens the torch engine on ``model_dir`` when called (None where torch cannot run ``precision`` here)."""
+    def open_torch() -> Engine | None:
+        if not _torch_runs(precision, device, auto_device):
+            return None
+        return TorchEngine(model_dir, _torch_device(device, auto_device), precision, threads, task=task)
+
+    return open_torch
+
+
+def _nothing_runs(name: str, precision: str, device: str, auto_device: bool, files: dict, model_dir: Path | None,
+                  exports: Path, task: str | None, own_task: str | None) -> str:
+    """Why ``engine="auto"`` found no engine for ``precision``, and the command that makes one."""
+    if precision not in ONNX_FILES:  # bf16: the torch engine's only
+        return (f"{precision} runs on the torch engine, and {exports} has no model.safetensors for it: open the "
+                f"model folder or zoo name it was exported from")
+    wanted = f"no {precision} ONNX export ({ONNX_FILES[precision]})"
     if "weights" not in files:
-        raise FileNotFoundError(f"{path} has no model.safetensors for the torch engine")
-    if auto_device and device == "cuda" and not _torch_has_cuda():
-        device = "cpu"
-    return TorchEngine(path, device, precision, threads, task=task)
+        return (f"{exports} has {wanted} and no model.safetensors for the torch engine: "
+                + _how_to_export(name, precision, "onnx", False, model_dir, exports, task, own_task))
+    runs = ("fp16 on a CUDA GPU only" if precision == "fp16"
+            else f"fp32, bf16 or (on a CUDA GPU) fp16, not {precision}")
+    return (f"{wanted} of {name} was found in {exports}, and the torch engine runs {runs}: "
+            + _how_to_export(name, precision, "onnx", False, model_dir, exports, task, own_task))
+
+
+def _open_file(path: Path, engine: str, device: str, auto_device: bool, precision: str | None, threads) -> Engine:
+    """An .onnx or .plan file, refused where ``engine`` or ``precision`` contradicts it."""
+    kind, what = ("onnx", "an ONNX file") if path.suffix == ".onnx" else ("trt", "a TensorRT plan")
+    if engine not in ("auto", kind):
+        raise ValueError(f"{path} is {what}, which engine {kind!r} (or 'auto') runs, not engine={engine!r}: "
+                         f"the {engine} engine opens {OPENS[engine]}")
+    if kind == "trt":
+        _check_trt_device(device, auto_device)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: build it with `radiofm export MODEL --engine trt`")
+        recorded = read_sidecar(path).get("precision")
+        if precision is not None and recorded is not None and precision != recorded:
+            rebuild = (f"build a {precision} plan with `{_export_command('MODEL', precision, 'trt')}`"
+                       if precision in PLAN_PRECISIONS else f"{precision} runs on the torch engine")
+            raise ValueError(f"{path} is a {recorded} TensorRT plan (as {sidecar_path(path).name} records), not "
+                             f"{precision}: leave precision out, or {rebuild}")
+        return TensorRTEngine(path)
+    eng = OnnxEngine(path, _ort_device(device, auto_device), threads)
+    if precision is not None and precision != eng.precision:
+        other = (f"export a {precision} one with `{_export_command('MODEL', precision)}` ({ONNX_FILES[precision]})"
+                 if precision in ONNX_FILES else f"{precision} runs on the torch engine")
+        raise ValueError(f"{path} is a {eng.precision} ONNX export (as its metadata records), not {precision}: "
+                         f"leave precision out, or {other}")
+    return eng

@@ -12,6 +12,8 @@ Input is checked once, at the door; a ``ValueError`` names what was wrong.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -38,6 +40,56 @@ class Prediction:
         return len(self.indices)
 
 
+def _describe(obj) -> str:
+    """What a caller passed, for a message: an array's dtype and shape, else its type (and a short repr)."""
+    if obj is None:
+        return "None"
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return f"a {obj.dtype} array of shape {np.shape(obj)}"
+    text = repr(obj)
+    return f"a {type(obj).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_batch_size(batch_size) -> None:
+    if batch_size is not None and (not _whole(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer (or None for {DEFAULT_BATCH}), got {batch_size!r}")
+
+
+def _check_sample_rate(sample_rate) -> None:
+    if sample_rate is None:
+        return
+    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating))
+            or not np.isfinite(sample_rate) or sample_rate <= 0):
+        raise ValueError(f"sample_rate must be a positive, finite number of Hz (or None for the model's own rate), "
+                         f"got {sample_rate!r}")
+
+
+def _as_array(obj, expected: str, ragged: str) -> np.ndarray:
+    """``obj`` as an array; None or a file name is refused, naming what was expected."""
+    if obj is None or isinstance(obj, (str, bytes, os.PathLike)):
+        load = "" if obj is None else "; load the file first (e.g. np.load, or radiofm.io.read_input)"
+        raise ValueError(f"expected {expected}, got {_describe(obj)}{load}")
+    try:
+        return np.asarray(obj)
+    except ValueError:  # a ragged list
+        raise ValueError(ragged) from None
+
+
+def _given(obj, x: np.ndarray) -> str:
+    """What the caller passed (``x`` is it as an array): the shape it had, or its type for a scalar."""
+    if isinstance(obj, (np.ndarray, np.generic)) or x.ndim == 0:
+        return _describe(obj)
+    return f"a {type(obj).__name__} of shape {x.shape}"
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
@@ -51,16 +103,25 @@ class _Task:
     load_as: str | None = None  # rebuild torch weights under this task (an MAE folder as an encoder)
 
     def __init__(self, engine: Engine, batch_size: int | None = None):
+        _check_batch_size(batch_size)
         if engine.cfg.task not in self.tasks:
-            raise ValueError(f"{type(self).__name__} needs a {' or '.join(self.tasks)} model, "
-                             f"this one is a {engine.cfg.task!r} model")
+            wanted = " or ".join(self.tasks)
+            hint = (" (a pretrained MAE's encoder is exported with `radiofm export MODEL --task encode --out DIR`)"
+                    if "encode" in self.tasks else "")
+            raise ValueError(f"{type(self).__name__} needs {_a(wanted)} {wanted} model, this one is "
+                             f"{_a(engine.cfg.task)} {engine.cfg.task!r} model{hint}")
         self.engine = engine
         self.batch_size = min(batch_size or DEFAULT_BATCH, engine.max_batch or DEFAULT_BATCH)
+        self._torch_engine: Engine | None = None  # engine.mask_fallback's, opened at the first short capture
+        self._fallback_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path, engine: str = "auto", device: str = "auto", precision: str = "fp32",
+    def from_pretrained(cls, name_or_path, engine: str = "auto", device: str = "auto", precision: str | None = None,
                         threads: int | None = None, batch_size: int | None = None):
-        """A zoo name, model folder, export folder or .onnx/.plan file; ``engine`` torch | onnx | trt | auto."""
+        """A zoo name, model folder, export folder or .onnx/.plan file; ``engine`` torch | onnx | trt | auto;
+        ``device`` auto | cpu | cuda | cuda:N; ``precision`` fp32 | fp16 | bf16 | int8 (None: fp32, or
+        an .onnx/.plan file's own)."""
+        _check_batch_size(batch_size)
         eng = open_engine(name_or_path, engine, device, precision, threads, task=cls.load_as)
         return cls(eng, batch_size)
 
@@ -88,7 +149,12 @@ class _Task:
     def prepare(self, spectrograms) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw input -> model input (N, C, H, W) and, for captures shorter than the model's, the
         (N, L) mask of valid patches; checked at the door."""
-        x = np.asarray(spectrograms)
+        expected = ("an array of linear power, (H, W), (N, H, W) or (N, C, H, W)"
+                    + (f" (CSI: ({self.cfg.in_chans}, H, W))" if self.cfg.preprocess.kind == "csi" else ""))
+        x = _as_array(spectrograms, expected, f"expected {expected}, got a {type(spectrograms).__name__} of arrays "
+                                              f"that do not stack into one array (different shapes?)")
+        if x.ndim < 2:
+            raise ValueError(f"expected {expected}, got {_given(spectrograms, x)}")
         if np.iscomplexobj(x):
             raise ValueError(f"got complex input of shape {x.shape}: predict() takes real spectrograms "
                              f"(linear power); use predict_iq() for complex IQ")
@@ -125,25 +191,46 @@ class _Task:
         gw = self.cfg.grid_size[1]
         return min(gw, max(1, round(gw * frames / train_frames)))
 
-    def _iq_spectrograms(self, iq, sample_rate: float | None) -> np.ndarray:
+    def _check_iq_input(self, sample_rate) -> None:
         pre = self.cfg.preprocess
         if pre.kind != "spectrogram":
             raise ValueError(f"this model takes {pre.kind!r} input, not IQ")
+        _check_sample_rate(sample_rate)
         if sample_rate is not None and pre.sample_rate and not np.isclose(sample_rate, pre.sample_rate, rtol=1e-6):
             raise ValueError(f"IQ at {sample_rate:g} Hz, but the model was trained at {pre.sample_rate:g} Hz: "
                              f"resample it first (e.g. scipy.signal.resample_poly)")
-        captures = [iq] if np.ndim(iq) == 1 else list(iq)
-        if not captures:
-            raise ValueError("got no IQ captures")
-        spectra = [signal.spectrogram(np.asarray(c), pre) for c in captures]
+
+    def _iq_spectrograms(self, iq, sample_rate: float | None) -> np.ndarray:
+        self._check_iq_input(sample_rate)
+        expected = "complex IQ, one capture (samples,) or a batch (N, samples)"
+        captures = _as_array(iq, expected, "IQ captures in one call must have the same length")
+        if captures.ndim not in (1, 2):
+            raise ValueError(f"expected {expected}, got {_given(iq, captures)}")
+        if captures.size == 0:
+            raise ValueError(f"got no IQ samples (shape {captures.shape})")
+        if captures.ndim == 1:
+            captures = captures[None]
+        spectra = [signal.spectrogram(c, self.cfg.preprocess) for c in captures]
         if len({s.shape for s in spectra}) > 1:
             raise ValueError("IQ captures in one call must have the same length")
         return np.stack(spectra)
 
+    def _engine_for(self, key_padding: np.ndarray | None) -> Engine:
+        """The engine for this input: padded input that the engine's graph cannot mask runs on the torch
+        engine where ``engine="auto"`` left one at hand (opened once, then reused), so that auto gives
+        the same answers whether or not a fixed-length export is there."""
+        if key_padding is None or self.engine.takes_key_padding or self.engine.mask_fallback is None:
+            return self.engine
+        with self._fallback_lock:
+            if self._torch_engine is None:
+                self._torch_engine = self.engine.mask_fallback() or self.engine
+        return self._torch_engine
+
     def _run(self, x: np.ndarray, key_padding: np.ndarray | None = None) -> list[np.ndarray]:
         """Engine outputs for model input of any batch size, split into engine-sized batches."""
         b = self.batch_size
-        chunks = [self.engine.run(x[i:i + b], None if key_padding is None else key_padding[i:i + b])
+        engine = self._engine_for(key_padding)
+        chunks = [engine.run(x[i:i + b], None if key_padding is None else key_padding[i:i + b])
                   for i in range(0, len(x), b)]
         return [np.concatenate(parts) for parts in zip(*chunks)]
 
@@ -163,14 +250,31 @@ class _Predictor(_Task):
         A prediction is made for every ``window`` samples, starting every ``hop`` samples (defaults:
         the capture length the model was trained on, no overlap). Samples are carried across chunk
         boundaries, so the result equals cutting the whole capture at once; ``Prediction.start`` is
-        the window's first sample. A trailing part shorter than a window is not predicted.
+        the window's first sample. A trailing part shorter than a window is not predicted. The
+        arguments are checked when it is called, before the first chunk is read.
         """
-        window = window or self.cfg.preprocess.capture_samples
-        if not window:
-            raise ValueError("this model records no capture length: pass window=<IQ samples per prediction>")
-        hop = hop or window
-        if hop <= 0 or window < self.cfg.preprocess.n_fft:
-            raise ValueError(f"need hop > 0 and window >= n_fft ({self.cfg.preprocess.n_fft}), got {hop}, {window}")
+        if isinstance(chunks, np.ndarray):
+            raise ValueError(f"stream_iq() takes an iterable of 1-D IQ chunks, got one array of shape {chunks.shape}: "
+                             f"pass [iq] for a capture held in memory (or use predict_iq)")
+        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
+            raise ValueError(f"stream_iq() takes an iterable of 1-D IQ chunks, got {_describe(chunks)}")
+        self._check_iq_input(sample_rate)
+        n_fft = self.cfg.preprocess.n_fft
+        if window is None:
+            window = self.cfg.preprocess.capture_samples
+            if not window:
+                raise ValueError("this model records no capture length: pass window=<IQ samples per prediction>")
+        elif not _whole(window) or window < n_fft:
+            raise ValueError(f"window must be a whole number of IQ samples >= n_fft ({n_fft}) (or None for the "
+                             f"model's capture length), got {window!r}")
+        if hop is None:
+            hop = window
+        elif not _whole(hop) or hop < 1:
+            raise ValueError(f"hop must be a positive whole number of IQ samples (or None for the window), got {hop!r}")
+        return self._stream(chunks, sample_rate, int(window), int(hop))
+
+    def _stream(self, chunks: Iterable[np.ndarray], sample_rate: float | None, window: int,
+                hop: int) -> Iterator[Prediction]:
         buffer = np.zeros(0, dtype=np.complex64)
         consumed = 0  # absolute index of buffer[0]
         for chunk in chunks:
@@ -209,13 +313,12 @@ class Segmenter(_Predictor):
     tasks = ("segment",)
 
     def predict(self, spectrograms) -> Prediction:
-        x = np.asarray(spectrograms)
-        images, valid = self.prepare(x)
+        images, valid = self.prepare(spectrograms)
         (logits,) = self._run(images, valid)
         if valid is not None:  # keep the part of the grid the capture filled
             logits = logits[..., : int(valid[0].reshape(self.cfg.grid_size)[0].sum()) * self.cfg.patch_size]
         probs = softmax(logits.astype(np.float64)).astype(np.float32)
-        indices = signal.resize_labels(probs.argmax(1), x.shape[-2:])
+        indices = signal.resize_labels(probs.argmax(1), np.shape(spectrograms)[-2:])
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
 
 

@@ -7,15 +7,18 @@ import textwrap
 import numpy as np
 import pytest
 
-from radiofm import Classifier, Segmenter
+from radiofm import Classifier, Encoder, Segmenter
 from radiofm.engines import open_engine
 
 
 @pytest.fixture(scope="module")
 def signals_onnx(tmp_path_factory):
+    """A fixed-length fp32 export of signals-nano, where a cache at its parent folder keeps it (tests
+    that want it found as the zoo model's own set RADIOFM_CACHE to ``signals_onnx.parent``)."""
+    from radiofm.checkpoint import ZOO_DIR, exports_dir
     from radiofm.export.onnx import export
 
-    out = tmp_path_factory.mktemp("signals-onnx")
+    out = tmp_path_factory.mktemp("signals-cache") / exports_dir(ZOO_DIR / "signals-nano").name
     export("signals-nano", out, samples=8, batch_sizes=(1, 7))
     return out
 
@@ -127,3 +130,99 @@ def test_torch_bf16_casts_the_linear_weights_once_and_gives_autocasts_numbers():
         (out,) = engine.run(x)
         assert torch.equal(torch.from_numpy(out), expected.float())
         assert not torch.equal(expected.float(), reference(torch.from_numpy(x)).detach())  # bf16 did change them
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_plan_that_export_writes_for_each_precision_is_the_one_opened(monkeypatch, tmp_path, precision):
+    """`radiofm export --engine trt --precision P` writes model.<P>.plan; opening stops before TensorRT."""
+    from radiofm import engines
+
+    (tmp_path / "model.onnx").write_bytes(b"placeholder")
+    for p in ("fp32", "fp16", "int8"):
+        (tmp_path / f"model.{p}.plan").write_bytes(b"placeholder")
+    opened = []
+    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or "engine")
+    assert open_engine(tmp_path, "trt", "cuda", precision) == "engine"
+    assert [p.name for p in opened] == [f"model.{precision}.plan"]
+    (tmp_path / f"model.{precision}.plan").unlink()
+    calib = " --calib DATASET" if precision == "int8" else ""
+    with pytest.raises(FileNotFoundError, match=rf"no TensorRT plan for {precision} \(model.{precision}.plan\).*"
+                                                rf"--engine trt --precision {precision}{calib} --out {tmp_path}"):
+        open_engine(tmp_path, "trt", "cuda", precision)
+    with pytest.raises(ValueError, match="runs on a CUDA GPU, not device 'cpu'"):
+        open_engine(tmp_path, "trt", "cpu", "fp16" if precision != "fp16" else "fp32")
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_auto_without_an_export_of_the_precision_names_the_export_command(monkeypatch, tmp_path, precision):
+    monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path))
+    wanted = rf"no {precision} ONNX export \(model.{precision}.onnx\) of signals-nano"
+    with pytest.raises(FileNotFoundError, match=wanted + rf".*run `radiofm export signals-nano --precision {precision}`"):
+        Classifier.from_pretrained("signals-nano", device="cpu", precision=precision)
+
+
+def test_auto_runs_a_short_capture_on_torch_where_the_cached_export_cannot_mask_it(monkeypatch, signals_onnx):
+    monkeypatch.setenv("RADIOFM_CACHE", str(signals_onnx.parent))
+    auto = Classifier.from_pretrained("signals-nano", device="cpu")
+    reference = Classifier.from_pretrained("signals-nano", engine="torch", device="cpu")
+    assert auto.engine.name == "onnx" and not auto.engine.takes_key_padding
+    rng = np.random.default_rng(8)
+    short = (rng.normal(size=(2, 8000)) + 1j * rng.normal(size=(2, 8000))).astype(np.complex64)
+    np.testing.assert_allclose(auto.predict_iq(short).probs, reference.predict_iq(short).probs, atol=1e-6)
+    fallback = auto._torch_engine
+    assert fallback is not None and fallback.name == "torch"
+    auto.predict_iq(short[0])
+    assert auto._torch_engine is fallback  # opened once, then reused
+    full = (rng.normal(size=(2, 32768)) + 1j * rng.normal(size=(2, 32768))).astype(np.complex64)
+    np.testing.assert_allclose(auto.predict_iq(full).probs, reference.predict_iq(full).probs, atol=1e-4)
+    onnx = Classifier.from_pretrained("signals-nano", engine="onnx", device="cpu")  # chosen: keeps the clear error
+    with pytest.raises(ValueError, match="has no key_padding input.*--variable-length"):
+        onnx.predict_iq(short)
+    # An encoder asked of it on auto explains, as the torch engine does, why it has none.
+    with pytest.raises(ValueError, match="no encoder view"):
+        Encoder.from_pretrained("signals-nano")
+
+
+def test_an_encoders_missing_export_names_the_command_that_makes_one(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from radiofm.cli import app
+
+    monkeypatch.setenv("RADIOFM_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"msm-nano is a 'mae' model.*`radiofm export msm-nano --task encode "
+                                                r"--out DIR`, then open DIR \(Encoder.from_pretrained\(DIR\)\)"):
+        Encoder.from_pretrained("msm-nano", engine="onnx")
+    with pytest.raises(FileNotFoundError, match=r"--task encode --precision int8 --out DIR`.*precision='int8'"):
+        Encoder.from_pretrained("msm-nano", engine="onnx", precision="int8")
+    help_text = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).output
+    assert "--task" in help_text and "--out" in help_text  # the options the command above uses
+
+
+def test_an_onnx_file_refuses_an_engine_or_precision_it_contradicts(signals_onnx):
+    onnx_file = signals_onnx / "model.onnx"
+    for engine in ("torch", "trt"):
+        with pytest.raises(ValueError, match=rf"model.onnx is an ONNX file, which engine 'onnx' \(or 'auto'\) "
+                                             rf"runs, not engine='{engine}'"):
+            Classifier.from_pretrained(onnx_file, engine=engine)
+    with pytest.raises(ValueError, match=r"is a fp32 ONNX export \(as its metadata records\), not int8.*"
+                                         r"`radiofm export MODEL --precision int8`"):
+        Classifier.from_pretrained(onnx_file, precision="int8")
+    for precision in (None, "fp32"):
+        assert Classifier.from_pretrained(onnx_file, precision=precision).engine.precision == "fp32"
+    with pytest.raises(FileNotFoundError, match=rf"{signals_onnx} has no fp16 ONNX export \(model.fp16.onnx\).*"
+                                                rf"`radiofm export MODEL --precision fp16 --out {signals_onnx}`"):
+        Classifier.from_pretrained(signals_onnx, precision="fp16")
+    with pytest.raises(ValueError, match="device must be .* got 'gpu'"):
+        Classifier.from_pretrained(signals_onnx, engine="onnx", device="gpu")
+
+
+def test_a_plan_file_refuses_a_precision_its_sidecar_contradicts(tmp_path):
+    plan = tmp_path / "model.fp16.plan"
+    plan.write_bytes(b"placeholder")
+    (tmp_path / "model.fp16.plan.json").write_text('{"precision": "fp16"}')
+    with pytest.raises(ValueError, match=r"is a fp16 TensorRT plan \(as model.fp16.plan.json records\), not fp32"):
+        open_engine(plan, precision="fp32")
+    with pytest.raises(ValueError, match="is a TensorRT plan, which engine 'trt'"):
+        open_engine(plan, engine="onnx")
+    with pytest.raises(ValueError, match="runs on a CUDA GPU, not device 'cpu'"):
+        open_engine(plan, device="cpu")

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -226,3 +227,96 @@ def test_the_demo_runs_every_engine_and_reuses_its_exports(tmp_path):
     console = Console(record=True, width=200)
     run_demo(tmp_path / "again.png", n_per_class=1, n_frames=1, repeats=1, console=console)
     assert "from the cache" in console.export_text() and "exported ONNX" not in console.export_text()
+
+
+@pytest.fixture(scope="module")
+def enc_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(preset("vit-micro", task="mae", preprocess=PRE))
+    return save_model(model, tmp_path_factory.mktemp("mae") / "m")
+
+
+@pytest.mark.parametrize("bad, given", [
+    ("spec.npy", r"a str \('spec.npy'\); load the file first"),
+    (None, "None"),
+    (np.float32(1), r"a float32 array of shape \(\)"),
+    (1.0, r"a float \(1.0\)"),
+    ([1.0, 2.0], r"a list of shape \(2,\)"),
+])
+def test_input_that_is_no_spectrogram_array_says_what_is_expected(clf_dir, seg_dir, enc_dir, bad, given):
+    expected = r"expected an array of linear power, \(H, W\), \(N, H, W\) or \(N, C, H, W\), got "
+    for call in (Classifier.from_pretrained(clf_dir, engine="torch").predict,
+                 Segmenter.from_pretrained(seg_dir, engine="torch").predict,
+                 Encoder.from_pretrained(enc_dir, engine="torch").embed):
+        with pytest.raises(ValueError, match=expected + given):
+            call(bad)
+
+
+@pytest.mark.parametrize("bad, given", [
+    ("iq.npy", r"a str \('iq.npy'\)"),
+    (None, "None"),
+    (np.complex64(1), r"a complex64 array of shape \(\)"),
+    (np.ones((2, 4, 512), np.complex64), r"a complex64 array of shape \(2, 4, 512\)"),  # the shape passed
+])
+def test_iq_that_is_no_capture_array_says_what_is_expected(clf_dir, enc_dir, bad, given):
+    expected = r"expected complex IQ, one capture \(samples,\) or a batch \(N, samples\), got "
+    for call in (Classifier.from_pretrained(clf_dir, engine="torch").predict_iq,
+                 Encoder.from_pretrained(enc_dir, engine="torch").embed_iq):
+        with pytest.raises(ValueError, match=expected + given):
+            call(bad)
+
+
+@pytest.mark.parametrize("rate", [0, -1e6, float("nan"), float("inf"), "1e6"])
+def test_an_invalid_sample_rate_is_refused_as_such(clf_dir, rate):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    with pytest.raises(ValueError, match="sample_rate must be a positive, finite number of Hz") as e:
+        clf.predict_iq(_iq(2048, 0), sample_rate=rate)
+    assert "resample" not in str(e.value)
+    with pytest.raises(ValueError, match="sample_rate must be"):
+        clf.stream_iq([_iq(2048, 0)], sample_rate=rate)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window=0), r"window must be a whole number of IQ samples >= n_fft \(64\).*got 0"),
+    (dict(window=32), "window must be .* got 32"),
+    (dict(window=2048.0), "window must be .* got 2048.0"),
+    (dict(hop=0), "hop must be a positive whole number .* got 0"),
+    (dict(hop=-5), "hop must be .* got -5"),
+])
+def test_stream_iq_checks_window_and_hop_when_called(clf_dir, kwargs, match):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    with pytest.raises(ValueError, match=match):
+        clf.stream_iq(iter([_iq(4096, 0)]), **kwargs)  # before any chunk is read
+    assert [p.start for p in clf.stream_iq([_iq(4096, 0)], window=None, hop=None)] == [0, 2048]
+
+
+@pytest.mark.parametrize("chunks", [_iq(4096, 0), np.stack([_iq(2048, 0), _iq(2048, 1)])])
+def test_stream_iq_given_one_array_says_to_pass_chunks(clf_dir, chunks):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    shape = re.escape(str(chunks.shape))
+    with pytest.raises(ValueError, match=rf"iterable of 1-D IQ chunks, got one array of shape {shape}.*pass \[iq\]"):
+        clf.stream_iq(chunks)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(batch_size=-1), "batch_size must be a positive integer .* got -1"),
+    (dict(batch_size=0), "batch_size must be a positive integer .* got 0"),
+    (dict(batch_size=2.5), "batch_size must be .* got 2.5"),
+    (dict(threads=-1), "threads must be a positive integer .* got -1"),
+    (dict(threads=0), "threads must be a positive integer .* got 0"),
+    (dict(device="gpu"), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (dict(device="gpu", engine="onnx"), "device must be .* got 'gpu'"),
+    (dict(precision="fp8"), "precision must be one of"),
+])
+def test_from_pretrained_checks_its_arguments(clf_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Classifier.from_pretrained(clf_dir, **{"engine": "torch", **kwargs})
+
+
+def test_a_task_mismatch_names_the_task_with_its_article(clf_dir):
+    engine = Classifier.from_pretrained(clf_dir, engine="torch").engine
+    with pytest.raises(ValueError, match=r"Encoder needs an encode model, this one is a 'classify' model "
+                                         r"\(.*`radiofm export MODEL --task encode --out DIR`\)"):
+        Encoder(engine)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        Classifier(engine, batch_size=0)
