@@ -27,18 +27,33 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from e
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; models and reports are meant to be shared
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes files private; models and reports are meant to be shared
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` as the same type, with a message about ``path`` rather than the temporary file beside it."""
+    if isinstance(error, FileExistsError) and error.filename:  # from mkdir: a file where a folder must be
+        reason = f"{error.filename} is a file, not a folder"
+    else:
+        reason = error.strerror or str(error)
+    return type(error)(f"cannot write {path}: {reason}")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -191,14 +206,29 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(
             f"{path} needs arbitrary code to be unpickled, which radiofm refuses to run. "
             f"Re-save it as a plain state dict (torch.save({{'model': model.state_dict()}}, ...)) "
-            f"in a trusted environment. Detail: {str(e).splitlines()[0]}"
+            f"in a trusted environment. Detail: {_unpickling_detail(str(e))}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e})") from e
+    except Exception as e:  # a damaged or foreign file fails deep in torch's readers, with many error types
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        detail = f"{kind}: {str(e).splitlines()[0]}" if str(e).strip() else kind
+        raise ValueError(f"{path} is not a readable checkpoint ({detail})") from e
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict of tensors (expected a dict with a 'model' key)")
     return state
+
+
+def _unpickling_detail(message: str) -> str:
+    """The part of torch's refusal that says what the file asked for, as plain text (torch styles
+    parts of the message with terminal escape codes)."""
+    import re
+
+    message = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", message)
+    wanted = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if wanted:
+        return f"it refers to {wanted.group(1)}, which is not a tensor or a plain container"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else "no detail"
 
 
 def config_from_state(state: dict, base: ModelConfig) -> ModelConfig:

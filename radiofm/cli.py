@@ -34,6 +34,47 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def output_problem(path: Path, folder: bool = False) -> str | None:
+    """What stops radiofm from writing the file ``path`` (with ``folder``: filling the folder ``path``),
+    or None. Checked by making and removing a temporary file (or folder) where it would go, so a
+    command can refuse before its long work rather than fail at the end; nothing is left behind."""
+    import os
+    import tempfile
+
+    if path.exists():
+        if folder and not path.is_dir():
+            return "it is a file, not a folder"
+        if not folder and path.is_dir():
+            return "it is a folder; give a file name"
+    where = path if folder and path.is_dir() else path.parent
+    while not where.exists():  # the first folder that exists on the way up; the rest is made when writing
+        if where.is_symlink():
+            return f"{where} is a broken link"
+        where = where.parent
+    if not where.is_dir():
+        return f"{where} is a file, not a folder"
+    try:
+        if where == (path if folder else path.parent):
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".radiofm-check-"):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=where, prefix=".radiofm-check-"))
+    except OSError as e:
+        return f"cannot write in {where} ({e.strerror or e})"
+    return None
+
+
+def check_output(path: Optional[Path], option: str, folder: bool = False, suffixes: tuple[str, ...] = ()) -> None:
+    """Fail (one line naming ``option`` and the path) unless ``path`` can be written; None passes."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        fail(f"{option} {path}: the picture is written as {', '.join(suffixes)}; give a name ending in one of them")
+    problem = output_problem(path, folder)
+    if problem:
+        fail(f"{option} {path}: {problem}")
+
+
 # --------------------------------------------------------------------------- info
 def _version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
@@ -133,9 +174,10 @@ def convert(
     """Convert an original MAE / ViT checkpoint into a radiofm model folder (no code is unpickled)."""
     from radiofm.checkpoint import convert_original
 
+    check_output(out, "--out", folder=True)
     try:
         folder, cfg = convert_original(src, model, out, labels)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
     console.print(
         f"wrote {folder}: {cfg.name} {cfg.task}, {cfg.in_chans} channel(s), "
@@ -155,10 +197,12 @@ def demo(
     accuracy and a latency table per engine, and writes a picture of the captures.
     """
     from radiofm.demo import run_demo
+    from radiofm.plotting import PLOT_SUFFIXES
 
+    check_output(out, "--out", suffixes=PLOT_SUFFIXES)
     try:
         run_demo(out, seed=seed, console=console)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         fail(str(e))
 
 
@@ -177,10 +221,11 @@ def data_synth(
 
     from radiofm.training.synth import synthesize
 
+    check_output(out, "--out", folder=True)
     start = time.perf_counter()
     try:
         written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
     console.print(f"{out}: wrote {written} of {n} {task} samples in {time.perf_counter() - start:.1f} s")
 
@@ -188,15 +233,19 @@ def data_synth(
 @data_app.command("show")
 def data_show(
     path: Path = typer.Argument(..., help="Dataset folder or SigMF recording."),
-    out: Path = typer.Option(Path("grid.png"), "--out", help="PNG to write."),
+    out: Path = typer.Option(Path("grid.png"), "--out", help="Picture to write (.png, .pdf or .svg)."),
     n: int = typer.Option(16, "--n", help="Samples to show, spread over the dataset."),
 ):
     """Draw a grid of samples with their labels or masks."""
+    from radiofm.plotting import PLOT_SUFFIXES
     from radiofm.training.show import show_grid
 
+    if n < 1:
+        fail(f"--n must be at least 1, got {n}")
+    check_output(out, "--out", suffixes=PLOT_SUFFIXES)
     try:
         written = show_grid(path, out, n=n)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, OSError, KeyError) as e:
         fail(str(e))
     console.print(f"wrote {written}")
 
@@ -207,54 +256,81 @@ def predict(
     model: str = typer.Argument(..., help="Zoo name, model folder, run folder or exported .onnx/.plan file."),
     inputs: List[Path] = typer.Argument(..., help=".npy (spectrograms or complex IQ), .mat, or SigMF .sigmf-meta files."),
     engine: str = typer.Option("auto", help="torch | onnx | trt | auto"),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 | int8"),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | bf16 | int8 (default: an exported file's own, else fp32)"),
     sample_rate: Optional[float] = typer.Option(None, help="IQ sample rate in Hz, where the file does not record it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each input's spectrogram with its predictions here (.png, .pdf or .svg)."),
 ):
     """Classify or segment spectrograms and IQ recordings.
 
-    Long IQ recordings are cut into the model's capture length and predicted window by window.
+    An IQ recording of at least the model's capture length is cut into whole captures, predicted one
+    by one, as streaming does (a tail shorter than a capture is left out); a shorter recording is
+    predicted as one short capture. A 2-D complex array holds one recording per row.
     """
+    import dataclasses
     import json
+    import math
 
-    from radiofm.io import read_input
-    from radiofm.sdk import Classifier, Segmenter
     from radiofm.engines import open_engine
-
+    from radiofm.io import read_input, real_iq_hint
     from radiofm.plotting import PLOT_SUFFIXES, plot_predictions, prediction_row
+    from radiofm.sdk import Classifier, Segmenter
 
-    if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
-        fail(f"--plot {plot}: the picture is written as {', '.join(PLOT_SUFFIXES)}")
+    if sample_rate is not None and not (math.isfinite(sample_rate) and sample_rate > 0):
+        fail(f"--sample-rate must be a positive number of Hz, got {sample_rate:g}")
+    check_output(plot, "--plot", suffixes=PLOT_SUFFIXES)
     try:
         eng = open_engine(model, engine, "auto", precision)
         runner = (Segmenter if eng.cfg.task == "segment" else Classifier)(eng)
+        title = f"{_model_name(model)} {eng.cfg.task} on {eng.describe()}"
+        window = runner.cfg.preprocess.capture_samples
         records, rows = [], []
         for path in inputs:
             item = read_input(path)
+            hint = real_iq_hint(item)
+            if hint:
+                raise ValueError(hint)
             rate = item.sample_rate or sample_rate
-            window = runner.cfg.preprocess.capture_samples
-            if item.is_iq and item.data.ndim == 1 and window and len(item.data) >= 2 * window:
-                preds = list(runner.stream_iq([item.data], rate))
-            elif item.is_iq:
-                preds = [runner.predict_iq(item.data, rate)]
-            else:
-                preds = [runner.predict(item.data)]
-            for pred in preds:
-                records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
+            if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
+                recordings = [item.data] if item.data.ndim == 1 else list(item.data)
+                for r, recording in enumerate(recordings):
+                    preds = list(runner.stream_iq(_chunks(recording, window), rate))
+                    for pred in preds:
+                        records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
+                    if plot is not None:
+                        name = path if item.data.ndim == 1 else f"{path}[{r}]"
+                        rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
+                continue
+            pred = runner.predict_iq(item.data, rate) if item.is_iq else runner.predict(item.data)
+            records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
             if plot is not None:
-                rows.append(prediction_row(path, item, preds, runner, rate))
+                rows.append(prediction_row(path, item, [pred], runner, rate))
         if plot is not None:
-            plot_predictions(plot, rows, list(runner.classes), eng.cfg.task,
-                             f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
-    except (ValueError, FileNotFoundError) as e:
+            plot_predictions(plot, rows, list(runner.classes), eng.cfg.task, title)
+    except (ValueError, OSError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps({"model": str(model), "engine": eng.describe(), "predictions": records}, indent=2))
     else:
-        _print_predictions(records, f"{eng.cfg.name} {eng.cfg.task} on {eng.describe()}")
+        _print_predictions(records, title)
     if plot is not None:
         err_console.print(f"picture: {plot}", highlight=False)
+
+
+def _model_name(model: str) -> str:
+    """The model as the user named it, for titles: a zoo name as given, a folder by its name, an
+    exported file by its folder's name and its own."""
+    path = Path(model)
+    if not path.exists():
+        return str(model)
+    path = path.resolve()
+    return f"{path.parent.name}/{path.name}" if path.is_file() else path.name
+
+
+def _chunks(recording, window: int, windows_per_chunk: int = 64):
+    """A long recording in pieces of whole windows, so that streaming it never stacks all its windows at once."""
+    step = window * windows_per_chunk
+    return (recording[i:i + step] for i in range(0, len(recording), step))
 
 
 def _print_predictions(records: list[dict], title: str) -> None:
@@ -268,10 +344,12 @@ def _print_predictions(records: list[dict], title: str) -> None:
     console.print(table)
 
 
-def _prediction_records(path, pred, classes, task) -> list[dict]:
+def _prediction_records(path, pred, classes, task, item: int | None = None) -> list[dict]:
+    """One record per item of ``pred``: ``item`` is its index in the file (for a window of a
+    recording, the recording's row) and ``start`` the window's first IQ sample (None if not a window)."""
     rows = []
     for i in range(len(pred)):
-        row = {"input": str(path), "item": i, "start": pred.start}
+        row = {"input": str(path), "item": i if item is None else item, "start": pred.start}
         if task == "segment":
             counts = [(pred.indices[i] == k).mean() for k in range(len(classes))]
             row["class_fractions"] = {c: round(float(f), 4) for c, f in zip(classes, counts)}
@@ -298,6 +376,7 @@ def _train_config(out: Path, epochs: int, batch: int, accum: int, blr: float, lr
         fail(f"--resume: {out} holds no checkpoint (last/{STATE_FILE}) to resume from")
     if epochs < 1 or batch < 1 or accum < 1:
         fail("--epochs, --batch and --accum must be at least 1")
+    check_output(out, "--out", folder=True)
     return TrainConfig(out=out, epochs=epochs, batch_size=batch, accum_steps=accum, blr=blr, lr=lr, min_lr=min_lr,
                        warmup_epochs=epochs / 10 if warmup_epochs is None else warmup_epochs,
                        weight_decay=weight_decay, layer_decay=layer_decay, amp=amp, seed=seed, ckpt_every=ckpt_every,
@@ -341,7 +420,7 @@ def train_pretrain(
                        dict(command="pretrain", data=str(data), model=model, mask_ratio=mask_ratio))
     try:
         final = pretrain(data, model, mask_ratio, tc, sample_every=sample_every, norm_pix_loss=norm_pix_loss)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
     console.print(f"wrote {final}")
 
@@ -387,7 +466,7 @@ def train_finetune(
     try:
         final = finetune(task, data, tc, init=init, model=model, mode=mode, label_fraction=label_fraction,
                          class_weights=class_weights, drop_path=drop_path, img_size=size)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
     console.print(f"wrote {final}")
 
@@ -405,6 +484,9 @@ def eval_(
     from radiofm.checkpoint import write_json_atomic
     from radiofm.training.evaluate import evaluate, fmt, save_confusion_png
 
+    check_output(json_out, "--json")
+    png = png or (json_out.with_suffix(".png") if json_out else None)
+    check_output(png, "--png")
     try:
         m = evaluate(model, data, batch, threads)
     except (ValueError, FileNotFoundError) as e:
@@ -441,14 +523,19 @@ def eval_(
         if "accuracy_snr_ge_10db" in m:
             summary += f", accuracy at SNR >= 10 dB {fmt(m['accuracy_snr_ge_10db'])}"
         console.print(summary)
-        png = png or (json_out.with_suffix(".png") if json_out else None)
         if png:
             import numpy as np
 
-            save_confusion_png(np.array(m["confusion_matrix"]), labels, png, f"{Path(m['model']).name} on {data.name}")
+            try:
+                save_confusion_png(np.array(m["confusion_matrix"]), labels, png, f"{Path(m['model']).name} on {data.name}")
+            except OSError as e:
+                fail(str(e))
             console.print(f"wrote {png}")
     if json_out:
-        write_json_atomic(json_out, m)
+        try:
+            write_json_atomic(json_out, m)
+        except OSError as e:
+            fail(str(e))
         console.print(f"wrote {json_out}")
 
 
@@ -478,6 +565,8 @@ def export_(
         fail(f"--int8-scope must be partial or full, got {int8_scope!r}")
     if int8_scope != "partial" and precision != "int8":
         fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
+    check_output(out, "--out", folder=True)
+    check_output(timing_cache, "--timing-cache")
     from radiofm.export.onnx import ExportError, export
     from radiofm.export.tensorrt import EngineMismatch, TensorRTUnavailable, export_engine, parse_batch_profile
 
@@ -497,7 +586,7 @@ def export_(
         from radiofm.checkpoint import exports_dir, resolve_model_dir
 
         fail(f"{e}; the ONNX model is written to {out or exports_dir(resolve_model_dir(model))}")
-    except (ExportError, EngineMismatch, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ExportError, EngineMismatch, ValueError, OSError, RuntimeError) as e:
         fail(str(e))
     entries = [r.entry for r in results]
     paths = [r.path for r in results]
@@ -551,27 +640,36 @@ def bench(
     work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),
-    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Plot (PNG) of latency, throughput or accuracy."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Plot of latency, throughput or accuracy (.png, .pdf or .svg)."),
 ):
     """Latency (p50/p90/p99), throughput, peak memory, GFLOP/s and accuracy per engine, precision and batch."""
     import sys
 
     from radiofm.benchmarks.bench import BenchError, BenchSettings, command_line, run_bench, write_results
     from radiofm.benchmarks.report import markdown
+    from radiofm.plotting import PLOT_SUFFIXES
 
     settings = BenchSettings(
         models=models, engines=engines, precisions=precisions, batches=batches, device=device, threads=threads,
         warmup=warmup, repeat=repeat, data=str(data) if data else None, limit=limit,
         calib=str(calib) if calib else None, int8_scope=int8_scope, work=str(work) if work else None,
     )
+    if md_out is None and json_out is not None:
+        md_out = json_out.with_suffix(".md")
+    for option, path in (("--json", json_out), ("--md", md_out)):
+        check_output(path, option)
+    check_output(plot_out, "--plot", suffixes=PLOT_SUFFIXES)
+    check_output(work, "--work", folder=True)
     log = lambda msg: err_console.print(msg, highlight=False)  # noqa: E731
     try:
         doc = run_bench(settings, command_line(sys.argv[1:]), log)
     except (BenchError, RuntimeError, ValueError, FileNotFoundError) as e:
         fail(str(e))
-    if md_out is None and json_out is not None:
-        md_out = json_out.with_suffix(".md")
-    write_results(doc, json_out, md_out, plot_out)
+    try:
+        write_results(doc, json_out, md_out, plot_out)
+    except OSError as e:
+        console.print(markdown(doc), highlight=False, soft_wrap=True)  # the measurements, at least on screen
+        fail(str(e))
     console.print(markdown(doc), highlight=False, soft_wrap=True)
     for path in (json_out, md_out, plot_out):
         if path:

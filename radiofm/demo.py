@@ -174,6 +174,7 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
+    from radiofm.checkpoint import atomic_path
     from radiofm.training.show import MASK_COLOURS
 
     n_sig, n_seg = len(images), len(spectra)
@@ -199,6 +200,8 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
                                     fontsize=7, loc="left")
     fig.suptitle("radiofm demo: signal classes (true -> predicted) and LTE/NR segmentation", fontsize=9)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=Path(out).suffix.lstrip(".").lower() or "png", dpi=90)
+    finally:
+        plt.close(fig)

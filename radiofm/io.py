@@ -27,24 +27,70 @@ class Input:
 
 
 def read_input(path: str | Path) -> Input:
-    """An inference input from a file, chosen by suffix; errors name the file and what was wrong."""
+    """An inference input from a file, chosen by suffix; errors name the file and what was wrong.
+
+    A vector stored two-dimensional, (1, N) or (N, 1) as MATLAB stores every vector, is read as the
+    1-D array it is (for ``.npy``, where it is complex IQ).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"input {path} is a directory, not a file; give the files in it")
     if path.suffix in SIGMF_SUFFIXES:
         return _read_sigmf(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
     if path.suffix == ".npy":
-        try:
-            data = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path} is not a plain numeric .npy array ({e})") from e
+        data = _read_npy(path)
+        if np.iscomplexobj(data):
+            data = _as_vector(data)
     elif path.suffix == ".mat":
-        data = _read_mat(path)
+        data = _as_vector(_read_mat(path))
     else:
         raise ValueError(f"{path}: unsupported input type {path.suffix!r}; use .npy, .mat or SigMF (.sigmf-meta)")
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f"{path} holds {data.dtype} data, expected numbers")
     return Input(path, data)
+
+
+IQ_ROWS_MIN = 1024  # a real (2, N) array with N this long is I and Q rows, not a 2-row spectrogram
+
+
+def real_iq_hint(item: Input) -> str | None:
+    """Why a real array reads as IQ samples rather than spectrograms (a message naming the file), or None.
+
+    Spectrograms are 2-D or more; a real 1-D array, or two rows (or columns) of many samples, is
+    most likely I and Q that were saved as real numbers.
+    """
+    x = item.data
+    if item.is_iq:
+        return None
+    if x.ndim == 1:
+        return (f"{item.path} holds real {x.dtype} samples of shape {x.shape}: a spectrogram is 2-D or more, "
+                f"and IQ must be complex; combine I and Q as i + 1j*q (interleaved: x[0::2] + 1j*x[1::2]) and save that")
+    if x.ndim == 2 and 2 in x.shape and max(x.shape) >= IQ_ROWS_MIN:
+        rows = x.shape[0] == 2
+        return (f"{item.path} holds a real {x.dtype} array of shape {x.shape}, which looks like I and Q "
+                f"{'rows' if rows else 'columns'} rather than a spectrogram: IQ must be complex; save "
+                + ("x[0] + 1j*x[1]" if rows else "x[:, 0] + 1j*x[:, 1]"))
+    return None
+
+
+def _as_vector(data: np.ndarray) -> np.ndarray:
+    return data.reshape(-1) if data.ndim == 2 and 1 in data.shape else data
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY":
+        what = "it is an .npz archive" if head.startswith(b"PK") else "it does not start with the .npy header"
+        raise ValueError(f"{path} is not a plain numeric .npy array ({what})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        # numpy's own advice here is to load the file "unsafely" with allow_pickle: radiofm never does.
+        what = "it holds Python objects, which radiofm does not unpickle" if "allow_pickle" in str(e) else str(e)
+        raise ValueError(f"{path} is not a plain numeric .npy array ({what or type(e).__name__})") from e
 
 
 def _read_mat(path: Path) -> np.ndarray:

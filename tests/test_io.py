@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,87 @@ def test_predict_plot_draws_what_each_window_and_item_was_predicted(tmp_path):
 
     bad = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), "--plot", str(tmp_path / "p.jpg")])
     assert bad.exit_code == 1 and "--plot" in bad.output and ".png" in bad.output
+
+
+def _micro_classifier(folder):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
+                 preprocess=PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6))
+    return save_model(build_model(cfg), folder)
+
+
+def test_matlab_vectors_are_read_as_1d_and_directories_and_garbage_are_named(tmp_path):
+    iq = (np.arange(300) + 1j).astype(np.complex64)
+    savemat(tmp_path / "col.mat", {"iq": iq[:, None]})
+    savemat(tmp_path / "row.mat", {"iq": iq[None, :]})
+    np.save(tmp_path / "col.npy", iq[:, None])
+    for name in ("col.mat", "row.mat", "col.npy"):
+        assert np.array_equal(read_input(tmp_path / name).data, iq), name
+    with pytest.raises(ValueError, match="is a directory, not a file"):
+        read_input(tmp_path)
+    (tmp_path / "junk.npy").write_bytes(b"garbage, not an array")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for name, said in (("junk.npy", "does not start with the .npy header"), ("obj.npy", "holds Python objects")):
+        with pytest.raises(ValueError, match="not a plain numeric .npy array") as info:
+            read_input(tmp_path / name)
+        assert said in str(info.value) and "allow_pickle" not in str(info.value) and "unsafe" not in str(info.value)
+
+
+def test_predict_cuts_every_recording_into_whole_captures(tmp_path):
+    from radiofm.engines import TorchEngine
+    from radiofm.sdk import Classifier
+
+    model = _micro_classifier(tmp_path / "my-model")
+    rng = np.random.default_rng(2)
+    noise = lambda *shape: (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    rows, column, once, short = noise(3, 2500), noise(2100), noise(1500), noise(700)
+    np.save(tmp_path / "rows.npy", rows)  # one recording per row
+    savemat(tmp_path / "column.mat", {"iq": column[:, None]})  # a MATLAB column vector
+    np.save(tmp_path / "once.npy", once)  # between 1 and 2 captures: one window, the tail left out
+    np.save(tmp_path / "short.npy", short)  # under one capture: predicted as a short capture
+    names = ["rows.npy", "column.mat", "once.npy", "short.npy"]
+    result = CliRunner().invoke(app, ["predict", str(model), *(str(tmp_path / n) for n in names), "--engine", "torch",
+                                      "--json", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.stdout)["predictions"]
+    got = [(Path(p["input"]).name, p["item"], p["start"]) for p in preds]
+    assert got == [("rows.npy", r, s) for r in range(3) for s in (0, 1024)] + [
+        ("column.mat", 0, 0), ("column.mat", 0, 1024), ("once.npy", 0, 0), ("short.npy", 0, None)]
+    # Each window is the capture the model would get from streaming that recording.
+    clf = Classifier(TorchEngine(model))
+    expect = clf.predict_iq(np.stack([rows[1][:1024], rows[2][1024:2048], once[:1024]]), 1e6).probs
+    got = [preds[i]["probabilities"] for i in (2, 5, 8)]
+    assert np.allclose([list(p.values()) for p in got], expect, atol=1e-3)
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_predict_says_real_samples_must_be_made_complex_and_titles_with_the_model_name(tmp_path):
+    model = _micro_classifier(tmp_path / "my-model")
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "interleaved.npy", rng.normal(size=4096).astype(np.float32))
+    np.save(tmp_path / "rows.npy", (rng.normal(size=(2, 4096)) * 1000).astype(np.int16))
+    np.save(tmp_path / "spec.npy", rng.random((40, 40)).astype(np.float32))
+    for name, hint in (("interleaved.npy", "x[0::2] + 1j*x[1::2]"), ("rows.npy", "x[0] + 1j*x[1]")):
+        result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / name)], terminal_width=400)
+        assert result.exit_code == 1 and name in result.output, result.output
+        assert "IQ must be complex" in result.output and hint in result.output
+    # A real spectrogram is predicted as before; the table is titled with the model's own name.
+    spec = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), "--engine", "torch"],
+                              terminal_width=400)
+    assert spec.exit_code == 0, spec.output
+    assert "my-model classify on torch" in spec.output and "vit-micro" not in spec.output
+
+
+def test_predict_on_an_exported_file_runs_its_own_precision_unless_told_otherwise(tmp_path):
+    from radiofm.export.onnx import export
+
+    torch.manual_seed(0)
+    folder = save_model(build_model(preset("vit-micro", task="classify", num_classes=3)), tmp_path / "clf")
+    *_, fp16 = export(folder, tmp_path / "exp", "fp16", samples=4, batch_sizes=(1,))  # fp32, then fp16
+    np.save(tmp_path / "spec.npy", np.random.default_rng(0).random((2, 32, 32)).astype(np.float32))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["predict", str(fp16.path), str(tmp_path / "spec.npy"), "--json"])
+    assert ran.exit_code == 0, ran.output
+    assert "fp16" in json.loads(ran.output)["engine"]
+    refused = runner.invoke(app, ["predict", str(fp16.path), str(tmp_path / "spec.npy"), "--precision", "fp32"])
+    assert refused.exit_code == 1 and "fp16" in refused.output

@@ -248,6 +248,7 @@ class SigmfDataset(Dataset):
 
         super().__init__(path)
         self.pre = pre or PreprocessConfig()
+        self.crop_ms = crop_ms
         metas = [self.path] if self.path.is_file() else sorted(
             p for p in self.path.rglob("*") if p.suffix in SIGMF_SUFFIXES)
         if not metas:

@@ -1,4 +1,4 @@
-"""A grid of dataset samples with their labels or masks, written as a PNG (matplotlib, Agg)."""
+"""A grid of dataset samples with their labels or masks, written as a PNG, PDF or SVG (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .datasets import open_dataset
+from radiofm.plotting import PLOT_SUFFIXES
+
+from .datasets import SigmfDataset, open_dataset
 
 TILE_PX = 200
 DPI = 100
@@ -25,17 +27,24 @@ def grid_size(n: int, task: str) -> tuple[int, int]:
 
 
 def show_grid(path: str | Path, out: str | Path, n: int = 16) -> Path:
-    """Draw ``n`` samples spread evenly over the dataset at ``path`` into the PNG ``out``."""
+    """Draw ``n`` samples spread evenly over the dataset at ``path`` into ``out`` (PNG, PDF or SVG by its suffix)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    ds = open_dataset(path)
-    n = min(n, len(ds))
+    from radiofm.checkpoint import atomic_path
+
+    out = Path(out)
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"picture {out} must end in {', '.join(PLOT_SUFFIXES)}")
     if n < 1:
-        raise ValueError(f"{path} holds no samples to show")
+        raise ValueError(f"n must be at least 1, got {n}")
+    ds = open_dataset(path)
+    if len(ds) == 0:
+        raise ValueError(_too_short(ds) if isinstance(ds, SigmfDataset) else f"{path} holds no samples to show")
+    n = min(n, len(ds))
     width, height = grid_size(n, ds.task)
     cols = math.ceil(math.sqrt(n)) * (2 if ds.task == "segment" else 1)
     fig, axes = plt.subplots(height // TILE_PX, cols, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
@@ -65,12 +74,31 @@ def show_grid(path: str | Path, out: str | Path, n: int = 16) -> Path:
                   vmin=floor - spread, vmax=max(float(shown.max()), floor + 4 * spread))
         ax.set_title(title, fontsize=8)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.05, hspace=0.15)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=DPI)
-    plt.close(fig)
-    # A 64-colour palette: noise textures make full-colour PNGs 3-4x larger for no visible gain.
-    with Image.open(buffer) as img:
-        img.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    kind = out.suffix.lstrip(".").lower()
+    try:
+        with atomic_path(out) as tmp:
+            if kind == "png":
+                buffer = io.BytesIO()
+                fig.savefig(buffer, dpi=DPI)
+                # A 64-colour palette: noise textures make full-colour PNGs 3-4x larger for no visible gain.
+                with Image.open(buffer) as img:
+                    img.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG",
+                                                                                                optimize=True)
+            else:
+                fig.savefig(tmp, format=kind, dpi=DPI)
+    finally:
+        plt.close(fig)
     return out
+
+
+def _too_short(ds: SigmfDataset) -> str:
+    """Why SigMF recordings gave no crop: each one's length against the crop's."""
+    import sigmf
+
+    parts = []
+    for meta, rec in ds._recordings.items():
+        rate = float(rec.get_global_field(sigmf.SAMPLE_RATE_KEY))
+        crop = int(round(ds.crop_ms * 1e-3 * rate))
+        parts.append(f"{meta} is {rec.sample_count} samples ({1e3 * rec.sample_count / rate:g} ms at {rate:g} Hz), "
+                     f"shorter than one {ds.crop_ms:g} ms crop ({crop} samples)")
+    return "; ".join(parts) + ": nothing to show"
