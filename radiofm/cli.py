@@ -486,7 +486,7 @@ def eval_(
 
     check_output(json_out, "--json")
     png = png or (json_out.with_suffix(".png") if json_out else None)
-    check_output(png, "--png")
+    check_output(png, "--png", suffixes=(".png",))
     try:
         m = evaluate(model, data, batch, threads)
     except (ValueError, FileNotFoundError) as e:

@@ -107,6 +107,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, mo
     # A picture type that cannot be written is refused up front, with the ones that can.
     jpg = runner.invoke(app, ["data", "show", str(tmp_path), "--out", str(tmp_path / "sig.jpg")], terminal_width=400)
     assert jpg.exit_code == 1 and "sig.jpg" in jpg.output and ".png, .pdf, .svg" in jpg.output
+    confusion = runner.invoke(app, ["eval", "signals-nano", "--data", str(tmp_path), "--png", str(tmp_path / "cm.pdf")],
+                              terminal_width=400)
+    assert confusion.exit_code == 1 and "cm.pdf" in confusion.output and ".png" in confusion.output
     assert not list(tmp_path.glob(".radiofm-check-*"))  # the checks leave nothing behind
 
 
