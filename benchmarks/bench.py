@@ -128,12 +128,15 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
     work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
-    The model folder's int8 export is taken only if it has the ``int8_scope`` asked for.
-    An export in the work folder is reused only if it was made from the same weights. One that missed
-    its parity tolerance is still timed (its speed is real) and its records say ``export_passed:
-    false``; with random weights (a preset) int8 parity on noise often fails, and means nothing.
+    The model folder's int8 export is taken only if it has the ``int8_scope`` asked for. Every export
+    is taken only if it was made from the model's present weights (the ``source_sha256`` it records):
+    one made before the weights changed is stale, and is exported afresh into the work folder rather
+    than timed. One that missed its parity tolerance is still timed (its speed is real) and its
+    records say ``export_passed: false``; with random weights (a preset) int8 parity on noise often
+    fails, and means nothing.
     """
     from radiofm.checkpoint import exports_dir, sha256_file
+    from radiofm.engines import recorded_source
     from radiofm.export import read_report
     from radiofm.export.onnx import export
 
@@ -144,16 +147,23 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
         scope = int8_scope if precision == "int8" else "partial"
-        own = own_report.get(precision, {"file": ONNX_FILES[precision]})
-        if (own_folder / ONNX_FILES[precision]).is_file() and not static and own.get("scope", "partial") == scope:
-            entry = own
+        own_file = own_folder / ONNX_FILES[precision]
+        own = own_report.get(precision, {})
+        if own.get("file") != own_file.name:  # onnx.json speaks of another file (a rejected one): not this one
+            own = {}
+        fresh = own_file.is_file() and recorded_source(own_file) == source_sha
+        if own_file.is_file() and not fresh:
+            log(f"{subject.name}: {own_file} is stale (exported from other weights than {subject.folder} holds "
+                f"now): a fresh export is timed instead")
+        if fresh and not static and own.get("scope", "partial") == scope:
+            entry = {**own, "file": own_file.name}
             out = own_folder
         else:
             # Static and dynamic int8, and the two int8 scopes, share a file name: separate folders.
             out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
-                    or entry.get("scope", "partial") != scope):
+                    or recorded_source(out / entry["file"]) != source_sha or entry.get("scope", "partial") != scope):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=16, batch_sizes=(1, 4), int8_scope=scope, log=lambda m: log(f"  {m}"))

@@ -5,7 +5,9 @@ set the metadata, run the validation set through ONNX Runtime at batch sizes 1, 
 with the torch model under a stated tolerance, and only then move the file to its final name. A file
 that misses its tolerance is kept as ``model.<precision>.rejected.onnx`` (fp32: ``model.rejected.onnx``)
 for inspection, recorded in ``onnx.json`` with ``"passed": false``, and never placed under the name
-the SDK loads.
+the SDK loads; an earlier file under that name is removed, and a file that passes removes an earlier
+rejected one. Every file records the sha256 of the weights it came from (``source_sha256``), by
+which the SDK knows an export that the weights have changed since (``radiofm.engines.stale_reason``).
 
 Precisions:
 - fp32: the traced graph, simplified with onnxslim; must match torch to 1e-4.
@@ -398,6 +400,8 @@ def export(
         raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
     model = load_model(folder, task=task)
     cfg = model.cfg
+    # Read (and checked against the model: its kind of input, its channels) before any work is done.
+    calib_set = calib if isinstance(calib, Samples) or calib is None else calibration_set(calib, cfg)
     out = Path(out) if out is not None else exports_dir(folder)
     out.mkdir(parents=True, exist_ok=True)
     log(f"writing to {out}")
@@ -408,7 +412,7 @@ def export(
     if atol is not None:
         tolerances[precision] = replace(tolerances[precision], max_abs_diff=atol)
     checker = _Checker(model, out, sha256_file(folder / WEIGHTS_FILE), val, run_torch(model, val.images),
-                       tolerances, tuple(batch_sizes), opset, threads)
+                       tolerances, tuple(batch_sizes), opset, threads, log)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -424,7 +428,6 @@ def export(
             onnx.save(checker.stamp(convert_fp16(onnx.load(str(fp32))), "fp16"), str(half))
             results.append(checker.finish(half, "fp16"))
         elif precision == "int8":
-            calib_set = calib if isinstance(calib, Samples) or calib is None else calibration_set(calib, cfg)
             source, smoothing = fp32, None
             if int8_scope == "full":
                 from .smooth import DEFAULT_ALPHA, smooth
@@ -459,6 +462,7 @@ class _Checker:
     batch_sizes: tuple[int, ...]
     opset: int
     threads: int | None
+    log: Callable[[str], None] = lambda _: None
 
     def stamp(self, graph: onnx.ModelProto, precision: str) -> onnx.ModelProto:
         return set_metadata(graph, self.model.cfg, self.source_sha, precision)
@@ -498,6 +502,17 @@ class _Checker:
         final = self.out / entry["file"]
         del session  # release the file before it is moved
         os.replace(path, final)
+        # The name of this precision that the file did not take holds an earlier export's file: a
+        # rejected one is superseded by a file that passed; a loadable one, by a rejection, is
+        # removed, so that the SDK never loads an older export as if it were the one just refused
+        # (made from other weights, or under other options, than the export that stands in onnx.json).
+        other = self.out / (ONNX_FILES[precision].replace(".onnx", ".rejected.onnx") if not failures
+                            else ONNX_FILES[precision])
+        if other.is_file():
+            other.unlink()
+            if failures:
+                self.log(f"removed the earlier {other.name}: the {precision} export that replaces it missed its "
+                         f"tolerance (kept as {final.name})")
         update_report(self.out, precision, entry)
         return ExportResult(precision, final, entry)
 

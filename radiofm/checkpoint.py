@@ -89,12 +89,23 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file, read in 1 MiB blocks. Remembered within the process by (path, device, inode,
+    size, mtime): every save here replaces the file in one rename (a new inode), and a rewrite in
+    place moves its mtime, so opening a model checks its exports without hashing the weights twice."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 def exports_dir(folder: str | os.PathLike) -> Path:

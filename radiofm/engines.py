@@ -3,6 +3,7 @@
 ``TorchEngine`` runs the safetensors model, ``OnnxEngine`` an exported ONNX file through ONNX Runtime
 (TensorRT, then CUDA, then CPU execution provider), ``TensorRTEngine`` a serialized TensorRT plan.
 Each imports its runtime lazily, so an application that runs ONNX never imports torch.
+``open_engine`` never opens an export made from other weights than the model folder's present ones.
 Every engine is safe to call from many threads: ONNX Runtime sessions are; the others lock where
 the runtime is not (CUDA graphs, TensorRT execution contexts).
 """
@@ -395,6 +396,129 @@ class TensorRTEngine(Engine):
             return [o.cpu().numpy() for o in outputs]
 
 
+# --------------------------------------------------------------------------- stale exports
+SOURCE_KEY = "source_sha256"  # the checksum of the model.safetensors an export was made from
+_METADATA_PROPS = 14  # ModelProto.metadata_props, a repeated StringStringEntryProto (key = 1, value = 2)
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, payload) of each length-delimited protobuf field in ``buf[start:end]``; the other
+    wire types are skipped. Raises ValueError (or IndexError) on anything that is not protobuf."""
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        wire = tag & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > end:
+                raise ValueError("field runs past the end")
+            yield tag >> 3, (pos, pos + size)
+            pos += size
+        else:
+            raise ValueError(f"wire type {wire}")
+    if pos != end:
+        raise ValueError("truncated")
+
+
+def onnx_metadata_props(path) -> dict[str, str] | None:
+    """An ONNX file's ``metadata_props`` read straight from its protobuf, without building a session
+    (which parses and optimises the whole graph, and on a GPU may build TensorRT engines): the
+    top-level fields are skipped by their lengths. None where the file is not readable as ONNX."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            props = {}
+            for field, (start, end) in _fields(buf, 0, len(buf)):
+                if field == _METADATA_PROPS:
+                    entry = {k: bytes(buf[a:b]).decode() for k, (a, b) in _fields(buf, start, end) if k in (1, 2)}
+                    props[entry.get(1, "")] = entry.get(2, "")
+            return props
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def recorded_source(path) -> str | None:
+    """The sha256 of the weights an export was made from, as it records it: an ONNX file in its
+    metadata, a TensorRT plan in its sidecar; None where it records none (or cannot be read)."""
+    path = Path(path)
+    if path.suffix == ".plan":
+        try:
+            return json.loads(sidecar_path(path).read_text()).get(SOURCE_KEY)
+        except (OSError, ValueError, AttributeError):
+            return None
+    return (onnx_metadata_props(path) or {}).get(SOURCE_KEY)
+
+
+def _refresh_command(name: str, export_file: Path, precision: str) -> str:
+    """The ``radiofm export`` command that writes ``export_file`` again from the model ``name``, with the
+    options it was made with where its record says them (``onnx.json``, or a plan's sidecar)."""
+    if export_file.suffix == ".plan":
+        try:
+            recorded = json.loads(sidecar_path(export_file).read_text()).get("build_command") or ""
+        except (OSError, ValueError, AttributeError):
+            recorded = ""
+        if recorded.startswith("radiofm export MODEL "):
+            recorded = recorded.replace("MODEL", name, 1)
+        return recorded if recorded.startswith("radiofm export ") and "MODEL" not in recorded else \
+            _export_command(name, precision, "trt")
+    try:
+        entry = json.loads((export_file.parent / "onnx.json").read_text()).get(precision) or {}
+    except (OSError, ValueError, AttributeError):
+        entry = {}
+    command = _export_command(name, precision)
+    if entry.get("method") == "static":
+        command += " --calib DATASET"
+    if entry.get("scope") == "full":
+        command += " --int8-scope full"
+    if KEY_PADDING in (entry.get("inputs") or []):
+        command += " --variable-length"
+    return command
+
+
+def stale_reason(export_file: Path, weights: Path, name: str, precision: str) -> str | None:
+    """Why ``export_file`` must not stand for the model whose weights are ``weights``: it records the
+    checksum of other weights (they changed since it was exported); None where it matches or records
+    none. The message names the file and the command that refreshes it."""
+    from radiofm.checkpoint import sha256_file
+
+    recorded = recorded_source(export_file)
+    if recorded is None:
+        return None
+    current = sha256_file(weights)
+    if recorded == current:
+        return None
+    return (f"{export_file} is stale: it was exported from weights with sha256 {recorded[:12]}, but {weights} "
+            f"(sha256 {current[:12]}) has changed since it was exported; refresh it with "
+            f"`{_refresh_command(name, export_file, precision)}`")
+
+
+def _weights_beside(export_file: Path) -> Path | None:
+    """The model.safetensors of the model folder an export file sits in, where there is one."""
+    folder = export_file.parent
+    weights = folder / "model.safetensors"
+    return weights if (folder / "config.json").is_file() and weights.is_file() else None
+
+
 # --------------------------------------------------------------------------- choosing an engine
 def cuda_visible() -> bool:
     """A CUDA GPU with its driver, asked of libcuda: no torch import, so ONNX applications stay torch-free."""
@@ -507,6 +631,11 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
     shorter than the model's. ``precision`` None is fp32, or for an .onnx / .plan file the precision
     it was exported at (an explicit one that the file contradicts is refused). ``task`` rebuilds torch
     weights under another head (``"encode"`` opens an MAE or classifier folder as its encoder).
+
+    Where the model's weights are at hand, an export made from other weights (its recorded
+    ``source_sha256`` is not the checksum of the present model.safetensors: they changed since) is
+    stale: auto passes over it, and a chosen ``onnx`` / ``trt`` engine refuses it with the command
+    that refreshes it (see ``stale_reason``). A file with no weights beside it is taken as it is.
     """
     if engine not in ENGINES + ("auto",):
         raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
@@ -542,13 +671,26 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
     asked = precision or "fp32"
     name = str(name_or_path)
     explicit = engine != "auto"
-    if engine == "auto":
-        if device != "cpu" and f"trt:{asked}" in files and _trt_usable():
+    reasons: dict[str, str | None] = {}
+
+    def stale(key: str) -> str | None:
+        """Why the export ``key`` (present in ``files``) was made from other weights than the model's
+        own, which are at hand; None where it matches them (or no weights are at hand to compare)."""
+        if model_dir is None or "weights" not in files:
+            return None
+        if key not in reasons:
+            reasons[key] = stale_reason(files[key], files["weights"], name, key.split(":")[1])
+        return reasons[key]
+
+    if engine == "auto":  # the fastest engine here whose file matches the weights
+        if device != "cpu" and f"trt:{asked}" in files and _trt_usable() and not stale(f"trt:{asked}"):
             engine = "trt"
-        elif f"onnx:{asked}" in files:
+        elif f"onnx:{asked}" in files and not stale(f"onnx:{asked}"):
             engine = "onnx"
         elif "weights" in files and _torch_runs(asked, device, auto_device):
             engine = "torch"
+        elif f"onnx:{asked}" in files:  # the export there is stale and nothing else runs this precision
+            raise ValueError(stale(f"onnx:{asked}"))
         else:
             raise FileNotFoundError(_nothing_runs(name, asked, device, auto_device, files, model_dir, exports,
                                                   task, own_task))
@@ -560,6 +702,8 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
         if f"trt:{asked}" not in files:
             raise FileNotFoundError(f"no TensorRT plan for {asked} (model.{asked}.plan) in {exports}: "
                                     + _how_to_export(name, asked, "trt", True, model_dir, exports, task, own_task))
+        if stale(f"trt:{asked}"):
+            raise ValueError(stale(f"trt:{asked}"))
         eng = TensorRTEngine(files[f"trt:{asked}"])
     elif engine == "onnx":
         if asked not in ONNX_FILES:
@@ -567,6 +711,8 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
         if f"onnx:{asked}" not in files:
             raise FileNotFoundError(f"no {ONNX_FILES[asked]} in {exports}: "
                                     + _how_to_export(name, asked, "onnx", True, model_dir, exports, task, own_task))
+        if stale(f"onnx:{asked}"):
+            raise ValueError(stale(f"onnx:{asked}"))
         eng = OnnxEngine(files[f"onnx:{asked}"], _ort_device(device, auto_device), threads)
     else:
         if "weights" not in files:
@@ -621,7 +767,9 @@ def _open_file(path: Path, engine: str, device: str, auto_device: bool, precisio
                        if precision in PLAN_PRECISIONS else f"{precision} runs on the torch engine")
             raise ValueError(f"{path} is a {recorded} TensorRT plan (as {sidecar_path(path).name} records), not "
                              f"{precision}: leave precision out, or {rebuild}")
+        _refuse_stale_file(path, recorded or "fp16")
         return TensorRTEngine(path)
+    _refuse_stale_file(path)
     eng = OnnxEngine(path, _ort_device(device, auto_device), threads)
     if precision is not None and precision != eng.precision:
         other = (f"export a {precision} one with `{_export_command('MODEL', precision)}` ({ONNX_FILES[precision]})"
@@ -629,3 +777,16 @@ def _open_file(path: Path, engine: str, device: str, auto_device: bool, precisio
         raise ValueError(f"{path} is a {eng.precision} ONNX export (as its metadata records), not {precision}: "
                          f"leave precision out, or {other}")
     return eng
+
+
+def _refuse_stale_file(path: Path, precision: str | None = None) -> None:
+    """An export file named directly that sits in a model folder is checked against that folder's
+    weights (a file with no weights beside it is taken as it is): one made from other weights is
+    refused. ``precision`` None: an ONNX file's own, from its metadata."""
+    weights = _weights_beside(path) if path.is_file() else None
+    if weights is None:
+        return
+    precision = precision or (onnx_metadata_props(path) or {}).get("precision", "fp32")
+    reason = stale_reason(path, weights, str(path.parent), precision)
+    if reason:
+        raise ValueError(reason)

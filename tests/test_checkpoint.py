@@ -160,3 +160,21 @@ def test_an_average_pooled_classifier_has_no_encoder_view(tmp_path):
     ckpt.save_model(_model(task="classify", num_classes=3, pool="avg"), tmp_path / "m")
     with pytest.raises(ValueError, match="average pooling.*pretrained MAE"):
         ckpt.load_model(tmp_path / "m", task="encode")
+
+
+def test_weights_checksum_is_cached_until_the_file_is_replaced(tmp_path, monkeypatch):
+    import hashlib
+
+    folder = ckpt.save_model(_model(), tmp_path / "m")
+    weights = folder / ckpt.WEIGHTS_FILE
+    first = ckpt.sha256_file(weights)
+    assert first == hashlib.sha256(weights.read_bytes()).hexdigest()
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    assert ckpt.sha256_file(weights) == first and not reads  # answered from the cache
+    monkeypatch.undo()
+    torch.manual_seed(1)
+    ckpt.save_model(build_model(preset("vit-micro")), folder)  # new weights, same path
+    second = ckpt.sha256_file(weights)
+    assert second != first and second == hashlib.sha256(weights.read_bytes()).hexdigest()

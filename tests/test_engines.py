@@ -226,3 +226,99 @@ def test_a_plan_file_refuses_a_precision_its_sidecar_contradicts(tmp_path):
         open_engine(plan, engine="onnx")
     with pytest.raises(ValueError, match="runs on a CUDA GPU, not device 'cpu'"):
         open_engine(plan, device="cpu")
+
+
+def _classifier_folder(folder, seed):
+    """A vit-micro classifier with weights drawn from ``seed``, saved (again) into ``folder``."""
+    import torch
+
+    from radiofm.checkpoint import save_model
+    from radiofm.config import preset
+    from radiofm.model import build_model
+
+    torch.manual_seed(seed)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["a", "b", "c"])
+    return save_model(build_model(cfg).eval(), folder, cfg)
+
+
+def test_an_export_made_before_the_weights_changed_is_skipped_on_auto_and_refused_when_chosen(tmp_path):
+    """`radiofm convert` (or training) into a folder that holds exports: the exports record the old
+    weights' checksum, so auto runs torch on the new weights and a chosen ONNX engine is refused."""
+    import shutil
+
+    from radiofm.export.onnx import export
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    export(folder, samples=2, batch_sizes=(1,))
+    assert open_engine(folder).name == "onnx"
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    old = open_engine(folder).run(x)[0]
+    _classifier_folder(folder, seed=1)  # new weights, same folder
+
+    auto = open_engine(folder)
+    assert auto.name == "torch"
+    new = open_engine(folder, "torch").run(x)[0]
+    np.testing.assert_array_equal(auto.run(x)[0], new)
+    assert not np.allclose(old, new, rtol=0, atol=1e-6)  # (an untrained head: small logits)
+    stale = rf"{tmp_path / 'm' / 'model.onnx'} is stale: .*changed since it was exported; refresh it with " \
+            rf"`radiofm export {folder} --precision fp32`"
+    with pytest.raises(ValueError, match=stale):
+        open_engine(folder, "onnx")
+    with pytest.raises(ValueError, match=stale):  # named directly, with the weights beside it
+        open_engine(folder / "model.onnx")
+    with pytest.raises(ValueError, match=stale):
+        Classifier.from_pretrained(folder, engine="onnx")
+    # Without weights at hand a file is taken as it is.
+    (tmp_path / "bare").mkdir()
+    shutil.copy(folder / "model.onnx", tmp_path / "bare" / "model.onnx")
+    np.testing.assert_allclose(open_engine(tmp_path / "bare" / "model.onnx").run(x)[0], old, rtol=0, atol=1e-7)
+    assert open_engine(tmp_path / "bare").name == "onnx"
+
+    export(folder, samples=2, batch_sizes=(1,))  # refreshed: auto takes it again, with the new answer
+    fresh = open_engine(folder)
+    assert fresh.name == "onnx"
+    np.testing.assert_allclose(fresh.run(x)[0], new, rtol=0, atol=1e-7)
+
+
+def test_a_run_folder_retrained_after_its_export_runs_the_new_weights(tmp_path):
+    from radiofm.export.onnx import export
+
+    _classifier_folder(tmp_path / "run" / "final", seed=0)
+    export(tmp_path / "run", samples=2, batch_sizes=(1,))
+    assert open_engine(tmp_path / "run").name == "onnx"
+    _classifier_folder(tmp_path / "run" / "final", seed=1)
+    assert open_engine(tmp_path / "run").name == "torch"
+    with pytest.raises(ValueError, match=r"model.onnx is stale.*`radiofm export .*run --precision fp32`"):
+        open_engine(tmp_path / "run", "onnx")
+
+
+def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
+    """A TensorRT plan records its weights' checksum in its sidecar; one of other weights is never loaded."""
+    import json
+    import types
+
+    from radiofm import engines
+    from radiofm.checkpoint import sha256_file
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    plan = folder / "model.fp16.plan"
+    plan.write_bytes(b"placeholder")
+    command = f"radiofm export {folder} --engine trt --precision fp16 --batch 1:8:64"
+    sidecar = {"precision": "fp16", "source_sha256": "0" * 64, "build_command": command}
+    (folder / "model.fp16.plan.json").write_text(json.dumps(sidecar))
+    opened, loaded = [], types.SimpleNamespace(takes_key_padding=True)
+    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or loaded)
+    for name, value in (("cuda_visible", True), ("_trt_usable", True), ("_torch_has_cuda", False),
+                        ("_ort_has_cuda", False)):
+        monkeypatch.setattr(engines, name, lambda value=value: value)
+    with pytest.raises(ValueError, match=rf"model.fp16.plan is stale: .*refresh it with `{command}`"):
+        open_engine(folder, "trt", "cuda", "fp16")
+    with pytest.raises(ValueError, match="model.fp16.plan is stale"):
+        open_engine(plan)
+    assert open_engine(folder, precision="fp32").name == "torch"  # no fp32 plan: torch, on the CPU
+    (folder / "model.fp32.plan").write_bytes(b"placeholder")
+    (folder / "model.fp32.plan.json").write_text(json.dumps({**sidecar, "precision": "fp32"}))
+    assert open_engine(folder).name == "torch" and not opened  # the stale plan is passed over
+    (folder / "model.fp32.plan.json").write_text(json.dumps(
+        {**sidecar, "precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors")}))
+    assert open_engine(folder) is loaded and [p.name for p in opened] == ["model.fp32.plan"]

@@ -519,3 +519,54 @@ def test_trt_variable_length_engine_masks_padded_input(classifier_dir, tmp_path)
     other[..., (gw // 2) * p:] = rng.normal(size=other[..., (gw // 2) * p:].shape) * 5
     np.testing.assert_allclose(engine.run(images, valid)[0], engine.run(other, valid)[0], atol=1e-2)
     assert not np.allclose(engine.run(images)[0], engine.run(other)[0], atol=1e-2)
+
+
+def test_a_rejected_export_removes_the_earlier_file_and_a_passing_one_the_rejected(classifier_dir, tmp_path):
+    """A re-export that misses its tolerance must not leave the earlier file loadable under the name
+    the SDK opens; a later one that passes clears the rejected copy."""
+    from radiofm.engines import open_engine
+
+    _, first = export(classifier_dir, tmp_path, "fp16", samples=4)
+    assert first.passed and (tmp_path / "model.fp16.onnx").is_file()
+    _, bad = export(classifier_dir, tmp_path, "fp16", samples=4, atol=1e-9)
+    assert not bad.passed and bad.path == tmp_path / "model.fp16.rejected.onnx" and bad.path.is_file()
+    assert not (tmp_path / "model.fp16.onnx").exists()
+    with pytest.raises(FileNotFoundError, match="no model.fp16.onnx"):
+        open_engine(tmp_path, "onnx", "cpu", "fp16")
+    _, again = export(classifier_dir, tmp_path, "fp16", samples=4)
+    assert again.passed and (tmp_path / "model.fp16.onnx").is_file()
+    assert not (tmp_path / "model.fp16.rejected.onnx").exists()
+    assert json.loads((tmp_path / "onnx.json").read_text())["fp16"]["file"] == "model.fp16.onnx"
+
+
+def test_calibration_data_of_another_kind_than_the_model_takes_is_refused(tmp_path):
+    """Spectrogram models calibrate on spectrograms, CSI models on CSI: int8 ranges of data the model
+    never sees would pass validation and mean nothing (or fail deep in preprocessing)."""
+    from radiofm.config import PreprocessConfig
+    from radiofm.export.samples import calibration_set
+    from radiofm.model import build_model
+    from radiofm.training.synth import synthesize
+
+    synthesize("signals", 2, tmp_path / "signals", seed=3, progress=False)
+    synthesize("csi-har", 2, tmp_path / "csi", seed=3, progress=False)
+    spectrogram_cfg = preset("vit-micro", task="classify", num_classes=8)
+    csi_cfg = preset("vit-micro", task="classify", num_classes=6, in_chans=3,
+                     preprocess=PreprocessConfig(kind="csi", offset=0.0, scale=1.0, mean=[0.5] * 3, std=[0.2] * 3))
+    spectrogram_model = save_model(build_model(spectrogram_cfg), tmp_path / "spec")
+    csi_model = save_model(build_model(csi_cfg), tmp_path / "csi-model")
+
+    with pytest.raises(ValueError, match=rf"--calib {tmp_path / 'csi'} holds CSI amplitude \(csi data\), but the "
+                                         rf"model takes spectrograms \(preprocess kind 'spectrogram'\)"):
+        export(spectrogram_model, tmp_path / "out1", "int8", calib=tmp_path / "csi", samples=2)
+    with pytest.raises(ValueError, match=rf"--calib {tmp_path / 'signals'} holds spectrograms \(spectrogram "
+                                         rf"data\), but the model takes CSI amplitude \(preprocess kind 'csi'\)"):
+        export(csi_model, tmp_path / "out2", "int8", calib=tmp_path / "signals", samples=2)
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()  # refused before any work
+    with pytest.raises(ValueError, match="holds CSI of 3 channel.*the model takes 2"):
+        calibration_set(tmp_path / "csi", csi_cfg.replace(in_chans=2, preprocess=PreprocessConfig(
+            kind="csi", offset=0.0, scale=1.0, mean=[0.5] * 2, std=[0.2] * 2)))
+    assert calibration_set(tmp_path / "csi", csi_cfg).images.shape == (2, 3, 32, 32)
+    assert calibration_set(tmp_path / "signals", spectrogram_cfg).images.shape == (2, 1, 32, 32)
+    result = runner.invoke(app, ["export", str(spectrogram_model), "-p", "int8", "--calib", str(tmp_path / "csi"),
+                                 "--out", str(tmp_path / "out3")], terminal_width=400)
+    assert result.exit_code == 1 and "holds CSI amplitude" in result.output
