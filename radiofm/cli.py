@@ -6,6 +6,7 @@ its body, so ``radiofm --help`` and light commands stay fast.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -73,6 +74,80 @@ def check_output(path: Optional[Path], option: str, folder: bool = False, suffix
     problem = output_problem(path, folder)
     if problem:
         fail(f"{option} {path}: {problem}")
+
+
+def _shown(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _refuse(option: str, value, rule: str) -> None:
+    fail(f"{option} must be {rule}, got {_shown(value)}")
+
+
+def need_at_least(option: str, value, minimum, note: str = "") -> None:
+    """Fail (one line naming ``option`` and the value) unless ``value`` is a finite number >= ``minimum``;
+    None passes (an option left unset). ``note`` says what the smallest value means, e.g. "0: none"."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= minimum):
+        _refuse(option, value, f"at least {_shown(minimum)}" + (f" ({note})" if note else ""))
+
+
+def need_positive(option: str, value) -> None:
+    """Fail unless ``value`` is a finite number > 0; None passes."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        _refuse(option, value, "a positive number")
+
+
+def need_within(option: str, value, interval: str) -> None:
+    """Fail unless ``value`` lies in ``interval``, written as in the message: "[0, 1)", "(0, 1]"; None passes."""
+    import math
+
+    if value is None:
+        return
+    low, high = (float(v) for v in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    if not (math.isfinite(value) and above and below):
+        _refuse(option, value, f"in {interval}")
+
+
+def is_main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0 (its RANK variable), which print no results."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM arrived (see ``_stopped_by_signals``)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stopped_by_signals():
+    """Within: SIGINT (Ctrl-C) and SIGTERM (``kill``) raise ``_Signalled`` in the main thread, so that a
+    command can stop its work, say where it stopped and exit 128 + the signal number (130 / 143). A
+    signal the shell started radiofm ignoring (``nohup``, background jobs) stays ignored."""
+    import signal
+
+    def stop(signum, frame):
+        raise _Signalled(signum)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in saved.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- info
@@ -215,18 +290,35 @@ def data_synth(
     seed: int = typer.Option(0, "--seed", help="Sample i depends only on (seed, i)."),
     workers: int = typer.Option(0, "--workers", help="Worker processes; 0 = one per CPU core."),
 ):
-    """Synthesise a dataset; re-running fills in missing samples and keeps what is there."""
+    """Synthesise a dataset; re-running fills in missing samples and keeps what is there.
+
+    Every sample is written whole (to a temporary file, then renamed), so Ctrl-C or SIGTERM stops at
+    once, keeping the samples written so far; the same command run again writes the rest.
+    """
     import os
     import time
 
-    from radiofm.training.synth import synthesize
+    from radiofm.training.synth import missing, synthesize, task_module
 
+    need_at_least("--n", n, 1)
+    need_at_least("--seed", seed, 0)
+    need_at_least("--workers", workers, 0, "0: one per CPU core")
+    try:
+        task_module(task)
+    except ValueError as e:
+        fail(f"--task: {e}")
     check_output(out, "--out", folder=True)
     start = time.perf_counter()
     try:
-        written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1)
+        with _stopped_by_signals():
+            written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1)
     except (ValueError, OSError) as e:
         fail(str(e))
+    except _Signalled as e:
+        done = n - len(missing(task, out, n))
+        err_console.print(f"stopped: {out} holds {done} of {n} {task} samples, each written whole; "
+                          f"run the same command again to write the other {n - done}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + e.signum)
     console.print(f"{out}: wrote {written} of {n} {task} samples in {time.perf_counter() - start:.1f} s")
 
 
@@ -372,10 +464,17 @@ def _train_config(out: Path, epochs: int, batch: int, accum: int, blr: float, lr
     from radiofm.training.loop import TrainConfig
     from radiofm.training.state import STATE_FILE
 
+    for option, value in (("--epochs", epochs), ("--batch", batch), ("--accum", accum), ("--threads", threads)):
+        need_at_least(option, value, 1)
+    need_positive("--blr", blr)
+    need_positive("--lr", lr)
+    need_at_least("--min-lr", min_lr, 0)
+    need_at_least("--warmup-epochs", warmup_epochs, 0)
+    need_at_least("--weight-decay", weight_decay, 0)
+    need_within("--layer-decay", layer_decay, "(0, 1]")
+    need_at_least("--ckpt-every", ckpt_every, 0, "0: once per epoch")
     if resume and not (out / "last" / STATE_FILE).is_file():
         fail(f"--resume: {out} holds no checkpoint (last/{STATE_FILE}) to resume from")
-    if epochs < 1 or batch < 1 or accum < 1:
-        fail("--epochs, --batch and --accum must be at least 1")
     check_output(out, "--out", folder=True)
     return TrainConfig(out=out, epochs=epochs, batch_size=batch, accum_steps=accum, blr=blr, lr=lr, min_lr=min_lr,
                        warmup_epochs=epochs / 10 if warmup_epochs is None else warmup_epochs,
@@ -415,6 +514,8 @@ def train_pretrain(
     """Masked Spectrogram Modeling: pretrain an MAE; writes OUT/final (the model), checkpoints, metrics and PNGs."""
     from radiofm.training.pretrain import pretrain
 
+    need_within("--mask-ratio", mask_ratio, "(0, 1)")
+    need_at_least("--sample-every", sample_every, 0, "0: none")
     tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, weight_decay, None, amp, seed,
                        ckpt_every, threads, resume, progress,
                        dict(command="pretrain", data=str(data), model=model, mask_ratio=mask_ratio))
@@ -422,7 +523,8 @@ def train_pretrain(
         final = pretrain(data, model, mask_ratio, tc, sample_every=sample_every, norm_pix_loss=norm_pix_loss)
     except (ValueError, OSError) as e:
         fail(str(e))
-    console.print(f"wrote {final}")
+    if is_main_process():
+        console.print(f"wrote {final}")
 
 
 @train_app.command("finetune")
@@ -455,8 +557,10 @@ def train_finetune(
             size = tuple(int(v) for v in img_size.lower().split("x"))
         except ValueError:
             size = ()
-        if len(size) != 2:
-            fail(f"--img-size must look like 256x64 (height x width), got {img_size!r}")
+        if len(size) != 2 or min(size) < 1:
+            fail(f"--img-size must be two positive sizes like 256x64 (height x width), got {img_size!r}")
+    need_within("--label-fraction", label_fraction, "(0, 1]")
+    need_within("--drop-path", drop_path, "[0, 1)")
     wd = weight_decay if weight_decay is not None else (0.05 if full else 0.0)
     tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, wd, layer_decay if full else None,
                        amp, seed, ckpt_every, threads, resume, progress,
@@ -468,7 +572,8 @@ def train_finetune(
                          class_weights=class_weights, drop_path=drop_path, img_size=size)
     except (ValueError, OSError) as e:
         fail(str(e))
-    console.print(f"wrote {final}")
+    if is_main_process():
+        console.print(f"wrote {final}")
 
 
 @app.command("eval")
@@ -476,17 +581,32 @@ def eval_(
     model: str = typer.Argument(..., help="Model folder, run folder or zoo name."),
     data: Path = typer.Option(..., "--data", "-d", help="Labelled dataset folder (an MAE takes any)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics here as JSON."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Confusion matrix PNG [default: beside --json]."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Confusion matrix PNG (not for an MAE) [default: beside --json]."),
     batch: int = typer.Option(64, "--batch", "-b"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
 ):
-    """Accuracy, per-class and mean per-class accuracy, mIoU (segmentation), accuracy by SNR, confusion matrix."""
-    from radiofm.checkpoint import write_json_atomic
+    """Accuracy, per-class and mean per-class accuracy, mIoU (segmentation), accuracy by SNR, confusion matrix.
+
+    An MAE is scored by its masked reconstruction MSE instead, on data of the kind it was trained on.
+    """
+    from radiofm.checkpoint import load_config, write_json_atomic
     from radiofm.training.evaluate import evaluate, fmt, save_confusion_png
 
+    need_at_least("--batch", batch, 1)
+    need_at_least("--threads", threads, 1)
     check_output(json_out, "--json")
-    png = png or (json_out.with_suffix(".png") if json_out else None)
     check_output(png, "--png", suffixes=(".png",))
+    if png is not None or json_out is not None:
+        try:
+            mae = load_config(model).task == "mae"
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+        if mae and png is not None:
+            fail(f"--png {png}: {model} is an MAE, scored by its reconstruction error; it has no confusion matrix "
+                 "to draw, so leave --png out")
+        if not mae and png is None:  # the confusion matrix beside the metrics
+            png = json_out.with_suffix(".png")
+            check_output(png, "--png", suffixes=(".png",))
     try:
         m = evaluate(model, data, batch, threads)
     except (ValueError, FileNotFoundError) as e:
@@ -565,6 +685,9 @@ def export_(
         fail(f"--int8-scope must be partial or full, got {int8_scope!r}")
     if int8_scope != "partial" and precision != "int8":
         fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
+    need_at_least("--atol", atol, 0)
+    need_at_least("--samples", samples, 1)
+    need_positive("--workspace", workspace)
     check_output(out, "--out", folder=True)
     check_output(timing_cache, "--timing-cache")
     from radiofm.export.onnx import ExportError, export
@@ -649,6 +772,12 @@ def bench(
     from radiofm.benchmarks.report import markdown
     from radiofm.plotting import PLOT_SUFFIXES
 
+    for b in batches:
+        need_at_least("--batch", b, 1)
+    need_at_least("--threads", threads, 1)
+    need_at_least("--warmup", warmup, 0)
+    need_at_least("--repeat", repeat, 1)
+    need_at_least("--limit", limit, 1)
     settings = BenchSettings(
         models=models, engines=engines, precisions=precisions, batches=batches, device=device, threads=threads,
         warmup=warmup, repeat=repeat, data=str(data) if data else None, limit=limit,

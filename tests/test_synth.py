@@ -103,3 +103,77 @@ def test_fm_is_wider_than_one_bin_and_cw_is_not():
         fm_bins.append(occupied_bins("FM", seed))
         cw_bins.append(occupied_bins("CW", seed))
     assert np.mean(fm_bins) > np.mean(cw_bins) + 1.5  # a CW tone spreads over the Hann main lobe alone
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes (not zombies) of process group ``pgid``, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads worker processes from /proc")
+@pytest.mark.parametrize("signum, to_group", [(2, True), (15, False)], ids=["sigint-to-group", "sigterm-to-main"])
+def test_synth_stops_at_once_on_a_signal_leaves_no_worker_and_a_rerun_completes(tmp_path, signum, to_group):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and `kill` (SIGTERM to the main
+    process) end the command within a moment, workers included, with 128 + the signal number; the
+    samples written are whole and the same command writes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from radiofm.training.synth import missing
+
+    out, n = tmp_path / "d", 100  # about 1.5 s of work for two workers
+    command = [sys.executable, "-m", "radiofm.cli", "data", "synth", "--task", "csi-har", "--n", str(n), "--out",
+               str(out), "--workers", "2"]
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True,  # its own process group, as a shell's job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("sample_*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[0]
+        (os.killpg if to_group else os.kill)(proc.pid, signum)
+        sent = time.monotonic()
+        output = proc.communicate(timeout=30)[0].decode()
+        took = time.monotonic() - sent
+    finally:
+        time.sleep(0.2)
+        left = _group_members(proc.pid)
+        if left:  # whatever the outcome, nothing of it runs on after the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not left, f"processes left running: {left}"
+    assert proc.returncode == 128 + signum, output
+    assert took < 5, f"took {took:.1f} s to stop"
+    done = n - len(missing("csi-har", out, n))
+    assert 0 < done < n // 2, f"{done} samples written: the queued ones were not cancelled"
+    line = " ".join(output.split())
+    assert f"holds {done} of {n} csi-har samples" in line and "run the same command again" in line, line
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]  # no half-written file left behind
+
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"wrote {n - done} of {n}" in " ".join(rerun.stdout.split())
+    assert len(open_dataset(out)) == n and not missing("csi-har", out, n)
+
+
+def test_a_smaller_n_on_an_existing_set_is_refused(tmp_path):
+    synthesize("signals", 4, tmp_path, seed=0, progress=False)
+    with pytest.raises(ValueError, match=r"holds a set of 4 signals samples; --n 2 would leave 2 of them out.*--n 4"):
+        synthesize("signals", 2, tmp_path, seed=0, progress=False)
+    assert read_manifest(tmp_path)["num_samples"] == 4 and len(open_dataset(tmp_path)) == 4
+    assert synthesize("signals", 4, tmp_path, seed=0, progress=False) == 0  # the same n completes (here: nothing to do)

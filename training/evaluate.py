@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .prepared import PreparedData, open_data, prepare_data
+from .prepared import PreparedData, input_kind, open_data, prepare_data
 
 SNR_BIN_DB = 5.0
 SNR_TARGET_DB = 10.0
@@ -85,14 +85,33 @@ def evaluate_model(model, data: PreparedData, batch_size: int = 64) -> tuple[dic
     return metrics, cm
 
 
+KIND_NAMES = {"spectrogram": "power spectrograms", "csi": "CSI amplitudes (antennas as channels)"}
+
+
+def check_kind(dataset, cfg, data_dir, model_name) -> None:
+    """Refuse data of another kind than the model's input (``cfg.preprocess.kind``): a spectrogram model
+    would take a CSI item's antennas for separate spectrograms and still print a figure."""
+    if len(dataset) == 0:
+        return
+    kind, wanted = input_kind(dataset), cfg.preprocess.kind
+    if kind != wanted:
+        raise ValueError(f"{data_dir} holds {KIND_NAMES.get(kind, kind)}; {model_name} ({cfg.task}) takes "
+                         f"{KIND_NAMES.get(wanted, wanted)}: evaluate it on data of that kind")
+
+
 def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, threads: int | None = None) -> dict:
     """Load a model (folder, run folder or zoo name), prepare ``data_dir`` and measure it."""
     from radiofm.checkpoint import load_model, resolve_model_dir
 
+    if batch_size < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     model = load_model(name_or_path)
     dataset = open_data(data_dir, model.cfg.task)
+    check_kind(dataset, model.cfg, data_dir, name_or_path)
     if model.cfg.task != "mae" and list(dataset.classes) != model.cfg.class_names:
         raise ValueError(f"{data_dir} has classes {dataset.classes}; the model predicts {model.cfg.class_names}")
     data = prepare_data(dataset, model.cfg)
