@@ -81,6 +81,12 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     if str(name_or_path) in zoo_names():
         return ZOO_DIR / str(name_or_path)
     if path.exists():
+        if (path / "last" / "state.safetensors").is_file():  # a training run that has not written final/ yet
+            from radiofm.training.state import unfinished_run  # imports torch: only on this path
+
+            unfinished = unfinished_run(path)
+            if unfinished:
+                raise FileNotFoundError(unfinished)
         raise FileNotFoundError(
             f"{path} is not a model folder: it has no {CONFIG_FILE} (nor final/{CONFIG_FILE} as a run folder has)"
         )

@@ -330,3 +330,200 @@ def test_prepared_data_is_the_same_from_forked_workers_and_serially(classify_dir
     forked = prepare_data(data, cfg, workers=2)
     assert torch.equal(serial.x, forked.x) and torch.equal(serial.y, forked.y)
     assert serial.x.abs().sum() > 0 and len(torch.unique(serial.y)) >= 2  # filled, not left empty
+
+
+# --------------------------------------------------------------------------- resume rules, stops, damage
+def _mae_data(n=8):
+    from radiofm.training.prepared import PreparedData
+
+    return PreparedData(torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(0)), None, None, [])
+
+
+def _train_mae(tc, loss_hook=None, on_epoch_end=None):
+    """The loop on random 32x32 inputs with a vit-micro MAE; ``loss_hook(call, loss)`` may change a loss."""
+    from radiofm.training.loop import train
+
+    cfg = preset("vit-micro")
+    torch.manual_seed(0)
+    calls = []
+
+    def loss_fn(m, x, _y, generator):
+        loss = m(x, 0.75, generator)[0]
+        calls.append(None)
+        return loss if loss_hook is None else loss_hook(len(calls), loss)
+
+    return train(build_model(cfg), cfg, _mae_data(), loss_fn, tc, on_epoch_end)
+
+
+def _records(run):
+    # parse_constant refuses NaN / Infinity: the file must be strict JSON
+    return [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON {c} in metrics.jsonl"))
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_refuses_every_changed_setting_and_names_it(classify_dir, tmp_path):
+    run = tmp_path / "r"
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(run, epochs=1), sample_every=0)
+    args = (run / "args.json").read_text()
+    for change, kw, match in [
+        ("model", dict(model="vit-pico"), r"--model vit-micro \(now vit-pico\)"),
+        ("mask ratio", dict(mask_ratio=0.5), r"--mask-ratio 0.75 \(now 0.5\)"),
+        ("pixel loss", dict(norm_pix_loss=True), r"--norm-pix-loss false \(now true\)"),
+        ("blr", dict(tc=_tc(run, epochs=1, blr=2e-3)), r"--blr 0.001 \(now 0.002\)"),
+        ("warmup", dict(tc=_tc(run, epochs=1, warmup_epochs=0)), r"--warmup-epochs 0.5 \(now 0\)"),
+        ("accumulation", dict(tc=_tc(run, epochs=1, accum_steps=2, batch_size=2)), r"--accum 1 \(now 2\)"),
+        ("data", dict(data=tmp_path), r"--data \S+classify\S* \(now \S+\)"),
+    ]:
+        call = {**dict(data=classify_dir, model="vit-micro", mask_ratio=0.75, tc=_tc(run, epochs=1)), **kw}
+        with pytest.raises(ValueError, match=match) as e:
+            pretrain(call.pop("data"), call.pop("model"), call.pop("mask_ratio"), call.pop("tc"), sample_every=0,
+                     **call)
+        assert "use a new --out" in str(e.value) and "\n" not in str(e.value), change
+    assert (run / "args.json").read_text() == args  # a refused resume leaves the record alone
+    # What does not shape the weights may change: checkpoint frequency, threads, PNGs.
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(run, epochs=1, ckpt_every=1, threads=2), sample_every=1)
+
+
+def test_finetune_resume_refuses_another_mode_or_label_fraction(classify_dir, mae_folder, tmp_path):
+    run = tmp_path / "ft"
+    finetune("classify", classify_dir, _tc(run, epochs=1), init=str(mae_folder))
+    with pytest.raises(ValueError, match=r"--mode full \(now linear-probe\)"):
+        finetune("classify", classify_dir, _tc(run, epochs=1), init=str(mae_folder), mode="linear-probe")
+    with pytest.raises(ValueError, match=r"--label-fraction 1.0 \(now 0.5\)"):
+        finetune("classify", classify_dir, _tc(run, epochs=1), init=str(mae_folder), label_fraction=0.5)
+    with pytest.raises(ValueError, match=r"--init \S+ \(now unset\), --model unset \(now vit-micro\)"):
+        finetune("classify", classify_dir, _tc(run, epochs=1), model="vit-micro")
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
+    small, other = build_model(preset("vit-micro")), build_model(preset("vit-micro", task="classify", num_classes=2))
+    save_state(tmp_path, small, torch.optim.AdamW(small.parameters()), {"step": 1})
+    with pytest.raises(ValueError, match="holds the weights of another model"):
+        load_state(tmp_path, other, torch.optim.AdamW(other.parameters()))
+
+
+def test_mask_ratio_and_numeric_options_are_checked_before_any_data_work(classify_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"--mask-ratio \(mask_ratio\) must be in \(0, 1\)"):
+        pretrain(classify_dir, "vit-micro", 0.0, _tc(tmp_path / "a"))
+    with pytest.raises(ValueError, match="--sample-every"):
+        pretrain(classify_dir, "vit-micro", 0.75, _tc(tmp_path / "a"), sample_every=-1)
+    for kw, match in [(dict(lr=-1.0), "--lr must be a positive number, got -1.0"), (dict(blr=0.0), "--blr"),
+                      (dict(warmup_epochs=-1.0), "--warmup-epochs"), (dict(ckpt_every=-1), "--ckpt-every"),
+                      (dict(min_lr=float("nan")), "--min-lr"), (dict(layer_decay=1.5), "--layer-decay"),
+                      (dict(weight_decay=-0.1), "--weight-decay"), (dict(epochs=0), "--epochs")]:
+        with pytest.raises(ValueError, match=match):
+            finetune("classify", classify_dir, _tc(tmp_path / "b", **kw), model="vit-micro")
+        with pytest.raises(ValueError, match=match):
+            pretrain(classify_dir, "vit-micro", 0.75, _tc(tmp_path / "c", **kw))
+    with pytest.raises(ValueError, match=r"--drop-path must be in \[0, 1\)"):
+        finetune("classify", classify_dir, _tc(tmp_path / "b"), model="vit-micro", drop_path=1.5)
+    with pytest.raises(ValueError, match="--label-fraction"):
+        finetune("classify", classify_dir, _tc(tmp_path / "b"), model="vit-micro", label_fraction=0)
+    with pytest.raises(ValueError, match="--class-weights weights the per-pixel loss of --task segment"):
+        finetune("classify", classify_dir, _tc(tmp_path / "b"), model="vit-micro", class_weights="auto")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "nan"
+    # 8 items, batch 4: 2 steps per epoch, a checkpoint every epoch; the 3rd step's loss is NaN.
+    with pytest.raises(ValueError, match=r"the loss is nan at step 3 \(epoch 2 of 2\).*step 2\) is kept.*"
+                                         r"Lower the learning rate.*new --out"):
+        _train_mae(_tc(run, log_every=1), loss_hook=lambda call, loss: loss * float("nan") if call == 3 else loss)
+    assert not (run / "final").exists()
+    assert [r["step"] for r in _records(run)] == [1, 2]
+    from radiofm.training.state import read_info
+
+    assert read_info(run / "last")["step"] == 2
+
+
+def test_an_interrupted_run_saves_its_step_and_resumes_to_the_uninterrupted_result(classify_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from radiofm.training import loop
+
+    def run(out, **kw):
+        return pretrain(classify_dir, "vit-micro", 0.75, _tc(out, log_every=3, **kw), sample_every=0)
+
+    run(tmp_path / "whole")
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    lr_at = loop.lr_at
+
+    def ctrl_c_at_step_4(step, *args):  # Ctrl-C while the 5th optimizer step (index 4) is under way
+        if step == 4:
+            signal.raise_signal(signal.SIGINT)
+        return lr_at(step, *args)
+
+    monkeypatch.setattr(loop, "lr_at", ctrl_c_at_step_4)
+    with pytest.raises(loop.Interrupted) as e:
+        run(tmp_path / "broken")
+    assert (e.value.code, e.value.step) == (130, 5)
+    assert "interrupted at step 5 (epoch 1.25)" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert not (tmp_path / "broken" / "final").exists()
+    monkeypatch.setattr(loop, "lr_at", lr_at)
+    run(tmp_path / "broken")
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "broken")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    keys = ("step", "epoch", "loss", "lr")  # the timings differ; the log window was carried over
+    assert [[r[k] for k in keys] for r in _records(tmp_path / "whole")] == \
+           [[r[k] for k in keys] for r in _records(tmp_path / "broken")]
+
+
+def test_sigterm_stops_with_status_143_and_a_checkpoint(tmp_path):
+    from radiofm.training.loop import Interrupted
+    from radiofm.training.state import read_info
+
+    def term_at_call_2(call, loss):
+        if call == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    with pytest.raises(Interrupted) as e:
+        _train_mae(_tc(tmp_path / "t", ckpt_every=100), loss_hook=term_at_call_2)
+    assert e.value.code == 143 and read_info(tmp_path / "t" / "last")["step"] == 2
+
+
+def test_pretraining_on_csi_takes_the_antennas_as_channels(tmp_path):
+    from radiofm.training.synth import synthesize
+
+    synthesize("csi-har", 8, tmp_path / "csi", seed=1, progress=False)
+    pretrain(tmp_path / "csi", "vit-micro", 0.75, _tc(tmp_path / "run", epochs=1), sample_every=1)
+    model = load_model(tmp_path / "run")
+    assert (model.cfg.in_chans, model.cfg.preprocess.kind, len(model.cfg.preprocess.mean)) == (3, "csi", 3)
+    assert (tmp_path / "run" / "samples" / "epoch_001.png").is_file()
+
+
+def test_a_partial_last_metrics_line_is_dropped_on_resume_and_other_damage_named(classify_dir, tmp_path, capsys):
+    run = tmp_path / "m"
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(run, log_every=1, ckpt_every=3, stop_after=5), sample_every=0)
+    metrics = run / "metrics.jsonl"
+    good = metrics.read_text()
+    metrics.write_text(good + '{"step": 6, "lo')  # a write cut short
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(run, log_every=1, ckpt_every=3), sample_every=0)
+    assert "dropped the partial last line 6" in capsys.readouterr().err
+    assert [r["step"] for r in _records(run)] == list(range(1, 9))
+    lines = good.splitlines()
+    metrics.write_text("\n".join([lines[0], "{oops", *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a metrics record"):
+        pretrain(classify_dir, "vit-micro", 0.75, _tc(run, log_every=1, ckpt_every=3), sample_every=0)
+
+
+def test_an_unfinished_run_as_init_says_to_resume_it(classify_dir, tmp_path):
+    run = tmp_path / "unfinished"
+    pretrain(classify_dir, "vit-micro", 0.75, _tc(run, ckpt_every=2, stop_after=3), sample_every=0)
+    with pytest.raises(ValueError, match=r"has not finished \(last checkpoint at step 2 of 8\).*same train command"):
+        finetune("classify", classify_dir, _tc(tmp_path / "ft"), init=str(run))
+    # Opening it as a model (eval, export, the SDK) says the same.
+    from radiofm.checkpoint import resolve_model_dir
+
+    with pytest.raises(FileNotFoundError, match=r"has not finished \(last checkpoint at step 2 of 8\)"):
+        resolve_model_dir(run)
+
+
+def test_throughput_leaves_out_the_epoch_end_work(tmp_path):
+    def slow_png(_model, _epoch):
+        time.sleep(1.0)  # as drawing reconstructions takes time that is not training
+
+    _train_mae(_tc(tmp_path / "s", epochs=3), on_epoch_end=slow_png)
+    rates = [r["samples_per_s"] for r in _records(tmp_path / "s")]
+    assert len(rates) == 3 and min(rates) > 16  # 8 samples per epoch: with the hook's second in it, under 8

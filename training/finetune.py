@@ -15,6 +15,7 @@ the input scale).
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from radiofm.checkpoint import encoder_state, load_config, load_state_dict, reso
 from radiofm.config import preset
 from radiofm.model import build_model
 
-from .loop import TrainConfig, train
+from .loop import TrainConfig, check_resume, train
 from .prepared import PreparedData, capture_of, fit_preprocess, input_kind, label_subset, open_data, prepare_data
+from .state import unfinished_run
 
 MODES = ("linear-probe", "full")
 FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
@@ -42,8 +44,29 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
     if (init is None) == (model is None):
         raise ValueError("give exactly one of --init (a pretrained model: run folder, model folder or zoo name) "
                          "and --model (a size preset, to train from scratch)")
+    tc.validate()
+    if not (isinstance(drop_path, numbers.Real) and 0 <= drop_path < 1):
+        raise ValueError(f"--drop-path must be in [0, 1), the chance of skipping a block; got {drop_path!r}")
+    if not (isinstance(label_fraction, numbers.Real) and 0 < label_fraction <= 1):
+        raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction!r}")
+    if task == "classify" and class_weights != "none":
+        raise ValueError(f"--class-weights weights the per-pixel loss of --task segment; classification trains "
+                         f"unweighted, so leave it at none (got {class_weights!r})")
+    if init is not None:
+        unfinished = unfinished_run(init)
+        if unfinished:
+            raise ValueError(f"--init: {unfinished}")
+    base = load_config(init) if init is not None else preset(model)
+    settings = {"command": "finetune", "--task": task, "--data": str(Path(data).resolve()),
+                "--init": None if init is None else str(resolve_model_dir(init).resolve()), "--model": model,
+                "--mode": mode, "--label-fraction": label_fraction, "--class-weights": class_weights,
+                "--drop-path": drop_path if mode == "full" else 0.0,  # linear probing runs without drop path
+                "--img-size": list(img_size or base.img_size)}
+    check_resume(tc, settings)
     dataset = open_data(data, task)
     classes = list(dataset.classes)
+    if task == "segment" and class_weights not in ("none", "auto"):
+        segment_class_weights(class_weights, None, len(classes))  # the numbers are checked before the data work
     net, cfg = build_finetune_model(task, classes, dataset, init, model, drop_path if mode == "full" else 0.0, tc.seed,
                                     img_size)
     if mode == "linear-probe":
@@ -62,7 +85,7 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
             return F.cross_entropy(logits, y, weight=None if weights is None else weights.to(logits.device))
         return F.cross_entropy(logits, y)
 
-    return train(net, cfg, prepared, loss_fn, tc)
+    return train(net, cfg, prepared, loss_fn, tc, settings=settings)
 
 
 def build_finetune_model(task: str, classes: list[str], dataset, init: str | None, model: str | None,
@@ -105,9 +128,9 @@ def adapt_patch_embed(weight: torch.Tensor, chans: int, init: str) -> torch.Tens
     raise ValueError(f"{init} takes {have} input channels; the data has {chans} (only 1 -> N can be adapted)")
 
 
-def segment_class_weights(spec: str, data: PreparedData, num_classes: int) -> torch.Tensor | None:
+def segment_class_weights(spec: str, data: PreparedData | None, num_classes: int) -> torch.Tensor | None:
     """``none``; ``auto`` = median-frequency balancing (median class frequency / class frequency, from the
-    training labels); or comma-separated weights, one per class."""
+    training labels in ``data``); or comma-separated weights, one per class (``data`` is not needed)."""
     if spec == "none":
         return None
     if spec == "auto":
@@ -121,6 +144,6 @@ def segment_class_weights(spec: str, data: PreparedData, num_classes: int) -> to
         weights = torch.tensor([float(w) for w in spec.split(",")])
     except ValueError:
         raise ValueError(f"--class-weights must be none, auto or {num_classes} comma-separated numbers, got {spec!r}") from None
-    if weights.numel() != num_classes or (weights < 0).any():
+    if weights.numel() != num_classes or not torch.isfinite(weights).all() or (weights < 0).any():
         raise ValueError(f"--class-weights needs {num_classes} non-negative numbers, got {spec!r}")
     return weights

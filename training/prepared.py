@@ -195,7 +195,7 @@ def label_subset(data: PreparedData, fraction: float, seed: int) -> np.ndarray:
     """Indices of a seeded ``fraction`` of the items; drawn per class for class labels, so no class drops out."""
     n = len(data)
     if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+        raise ValueError(f"--label-fraction must be in (0, 1], got {fraction}")
     if fraction == 1:
         return np.arange(n)
     rng = np.random.default_rng(seed)

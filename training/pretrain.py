@@ -3,11 +3,13 @@
 ``pretrain(...)`` builds the MAE of a size preset, calibrates the input Normalize on the data
 (recorded in the model's config, so inference repeats it), and runs the shared training loop with
 the masked-patch MSE loss. Every ``sample_every`` epochs it draws ``RUN/samples/epoch_XXX.png``:
-original, masked input, and reconstruction (visible patches pasted back, as MAE shows it).
+original, masked input, and reconstruction (visible patches pasted back, as MAE shows it). CSI data
+(antennas as channels) pretrains a model with as many input channels; the PNG shows the first.
 """
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 from radiofm.config import preset
 from radiofm.model import build_model, patchify, unpatchify
 
-from .loop import TrainConfig, train
+from .loop import TrainConfig, check_resume, train
 from .prepared import capture_of, fit_preprocess, open_data, prepare_data
 
 SAMPLES_SHOWN = 4
@@ -24,12 +26,23 @@ SAMPLES_SHOWN = 4
 
 def pretrain(data: str | Path, model: str, mask_ratio: float, tc: TrainConfig, sample_every: int = 5,
              norm_pix_loss: bool = False) -> Path | None:
+    tc.validate()
+    if not (isinstance(mask_ratio, numbers.Real) and 0 < mask_ratio < 1):
+        raise ValueError(f"--mask-ratio (mask_ratio) must be in (0, 1), the share of patches hidden; "
+                         f"got {mask_ratio!r}")
+    if not (isinstance(sample_every, int) and sample_every >= 0):
+        raise ValueError(f"--sample-every must be 0 (no reconstruction PNGs) or a number of epochs, "
+                         f"got {sample_every!r}")
+    size = preset(model).img_size  # an unknown preset fails here, before any data work
+    settings = {"command": "pretrain", "--data": str(Path(data).resolve()), "--model": model,
+                "--mask-ratio": mask_ratio, "--norm-pix-loss": bool(norm_pix_loss)}
+    check_resume(tc, settings)
     dataset = open_data(data, "mae")
-    size = preset(model).img_size
     pre = capture_of(dataset, fit_preprocess(dataset, size, seed=tc.seed))
-    cfg = preset(model, task="mae", mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, preprocess=pre)
-    if pre.kind == "csi":
-        cfg = cfg.replace(in_chans=len(pre.mean))
+    # CSI items carry their antennas as channels: the model takes as many as the fitted Normalize has.
+    chans = len(pre.mean) if pre.kind == "csi" else 1
+    cfg = preset(model, task="mae", mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, preprocess=pre,
+                 in_chans=chans)
     prepared = prepare_data(dataset, cfg, progress=tc.progress)
     torch.manual_seed(tc.seed)
     net = build_model(cfg)
@@ -43,7 +56,7 @@ def pretrain(data: str | Path, model: str, mask_ratio: float, tc: TrainConfig, s
             save_reconstructions(m, x, mask_ratio, Path(tc.out) / "samples" / f"epoch_{epoch:03d}.png", tc.seed)
         return None
 
-    return train(net, cfg, prepared, loss_fn, tc, on_epoch_end)
+    return train(net, cfg, prepared, loss_fn, tc, on_epoch_end, settings)
 
 
 def save_reconstructions(model, x: torch.Tensor, mask_ratio: float, path: Path, seed: int = 0) -> Path:
