@@ -512,6 +512,22 @@ def stale_reason(export_file: Path, weights: Path, name: str, precision: str) ->
             f"`{_refresh_command(name, export_file, precision)}`")
 
 
+def failed_plan_reason(plan: Path, name: str, precision: str) -> str | None:
+    """Why a TensorRT plan must not be loaded although its file is there: its sidecar records that it
+    missed its tolerance when it was built (an ONNX file that misses is renamed ``.rejected``; a plan
+    keeps its name, with ``"passed": false`` and the failures in its sidecar). None where it passed or
+    the sidecar says nothing (a missing sidecar is the engine's to report when it opens the plan)."""
+    try:
+        sidecar = read_sidecar(plan)
+    except FileNotFoundError:
+        return None
+    if sidecar.get("passed") is not False:
+        return None
+    failures = "; ".join(sidecar.get("failures") or []) or "see its sidecar"
+    return (f"{plan} missed its tolerance against torch when it was built ({failures}); it is kept for "
+            f"inspection only: rebuild it with `{_refresh_command(name, plan, precision)}`")
+
+
 def _weights_beside(export_file: Path) -> Path | None:
     """The model.safetensors of the model folder an export file sits in, where there is one."""
     folder = export_file.parent
@@ -674,12 +690,14 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
     reasons: dict[str, str | None] = {}
 
     def stale(key: str) -> str | None:
-        """Why the export ``key`` (present in ``files``) was made from other weights than the model's
-        own, which are at hand; None where it matches them (or no weights are at hand to compare)."""
-        if model_dir is None or "weights" not in files:
-            return None
+        """Why the export ``key`` (present in ``files``) must not stand for the model: a plan that missed
+        its tolerance when built, or an export made from other weights than the model's own where those
+        are at hand; None where neither holds."""
         if key not in reasons:
-            reasons[key] = stale_reason(files[key], files["weights"], name, key.split(":")[1])
+            kind, key_precision = key.split(":")
+            failed = failed_plan_reason(files[key], name, key_precision) if kind == "trt" else None
+            reasons[key] = failed or (None if model_dir is None or "weights" not in files
+                                      else stale_reason(files[key], files["weights"], name, key_precision))
         return reasons[key]
 
     if engine == "auto":  # the fastest engine here whose file matches the weights
@@ -767,6 +785,9 @@ def _open_file(path: Path, engine: str, device: str, auto_device: bool, precisio
                        if precision in PLAN_PRECISIONS else f"{precision} runs on the torch engine")
             raise ValueError(f"{path} is a {recorded} TensorRT plan (as {sidecar_path(path).name} records), not "
                              f"{precision}: leave precision out, or {rebuild}")
+        failed = failed_plan_reason(path, "MODEL", recorded or "fp16")
+        if failed:
+            raise ValueError(failed)
         _refuse_stale_file(path, recorded or "fp16")
         return TensorRTEngine(path)
     _refuse_stale_file(path)

@@ -322,3 +322,33 @@ def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tm
     (folder / "model.fp32.plan.json").write_text(json.dumps(
         {**sidecar, "precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors")}))
     assert open_engine(folder) is loaded and [p.name for p in opened] == ["model.fp32.plan"]
+
+
+def test_a_plan_that_missed_its_tolerance_is_passed_over_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
+    """A plan whose build-time parity failed keeps its name, with "passed": false in its sidecar: never loaded."""
+    import json
+    import types
+
+    from radiofm import engines
+    from radiofm.checkpoint import sha256_file
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    plan = folder / "model.fp32.plan"
+    plan.write_bytes(b"placeholder")
+    command = f"radiofm export {folder} --engine trt --precision fp32 --batch 1:8:64"
+    sidecar = {"precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors"),
+               "build_command": command, "passed": False, "failures": ["batch 1: max_abs_diff 0.3 > 0.0001"]}
+    (folder / "model.fp32.plan.json").write_text(json.dumps(sidecar))
+    opened, loaded = [], types.SimpleNamespace(takes_key_padding=True)
+    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or loaded)
+    for name, value in (("cuda_visible", True), ("_trt_usable", True), ("_torch_has_cuda", False),
+                        ("_ort_has_cuda", False)):
+        monkeypatch.setattr(engines, name, lambda value=value: value)
+    missed = rf"model.fp32.plan missed its tolerance .*max_abs_diff 0.3 > 0.0001.*rebuild it with `{command}`"
+    with pytest.raises(ValueError, match=missed):
+        open_engine(folder, "trt", "cuda", "fp32")
+    with pytest.raises(ValueError, match="model.fp32.plan missed its tolerance"):
+        open_engine(plan)
+    assert open_engine(folder).name == "torch" and not opened  # auto passes over it
+    (folder / "model.fp32.plan.json").write_text(json.dumps({**sidecar, "passed": True, "failures": []}))
+    assert open_engine(folder) is loaded and [p.name for p in opened] == ["model.fp32.plan"]
