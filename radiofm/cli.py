@@ -464,22 +464,18 @@ def _train_config(out: Path, epochs: int, batch: int, accum: int, blr: float, lr
     from radiofm.training.loop import TrainConfig
     from radiofm.training.state import STATE_FILE
 
-    for option, value in (("--epochs", epochs), ("--batch", batch), ("--accum", accum), ("--threads", threads)):
-        need_at_least(option, value, 1)
-    need_positive("--blr", blr)
-    need_positive("--lr", lr)
-    need_at_least("--min-lr", min_lr, 0)
-    need_at_least("--warmup-epochs", warmup_epochs, 0)
-    need_at_least("--weight-decay", weight_decay, 0)
-    need_within("--layer-decay", layer_decay, "(0, 1]")
-    need_at_least("--ckpt-every", ckpt_every, 0, "0: once per epoch")
+    tc = TrainConfig(out=out, epochs=epochs, batch_size=batch, accum_steps=accum, blr=blr, lr=lr, min_lr=min_lr,
+                     warmup_epochs=epochs / 10 if warmup_epochs is None else warmup_epochs,
+                     weight_decay=weight_decay, layer_decay=layer_decay, amp=amp, seed=seed, ckpt_every=ckpt_every,
+                     threads=threads, progress=progress, extra=extra)
+    try:
+        tc.validate()  # every loop setting, by its option name, before any data work
+    except ValueError as e:
+        fail(str(e))
     if resume and not (out / "last" / STATE_FILE).is_file():
         fail(f"--resume: {out} holds no checkpoint (last/{STATE_FILE}) to resume from")
     check_output(out, "--out", folder=True)
-    return TrainConfig(out=out, epochs=epochs, batch_size=batch, accum_steps=accum, blr=blr, lr=lr, min_lr=min_lr,
-                       warmup_epochs=epochs / 10 if warmup_epochs is None else warmup_epochs,
-                       weight_decay=weight_decay, layer_decay=layer_decay, amp=amp, seed=seed, ckpt_every=ckpt_every,
-                       threads=threads, progress=progress, extra=extra)
+    return tc
 
 
 _EPOCHS = typer.Option(..., "--epochs", "-e", help="Passes over the data.")

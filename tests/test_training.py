@@ -407,7 +407,7 @@ def test_mask_ratio_and_numeric_options_are_checked_before_any_data_work(classif
         pretrain(classify_dir, "vit-micro", 0.0, _tc(tmp_path / "a"))
     with pytest.raises(ValueError, match="--sample-every"):
         pretrain(classify_dir, "vit-micro", 0.75, _tc(tmp_path / "a"), sample_every=-1)
-    for kw, match in [(dict(lr=-1.0), "--lr must be a positive number, got -1.0"), (dict(blr=0.0), "--blr"),
+    for kw, match in [(dict(lr=-1.0), "--lr must be a positive number, got -1"), (dict(blr=0.0), "--blr"),
                       (dict(warmup_epochs=-1.0), "--warmup-epochs"), (dict(ckpt_every=-1), "--ckpt-every"),
                       (dict(min_lr=float("nan")), "--min-lr"), (dict(layer_decay=1.5), "--layer-decay"),
                       (dict(weight_decay=-0.1), "--weight-decay"), (dict(epochs=0), "--epochs")]:

@@ -75,17 +75,17 @@ class TrainConfig:
         _need(_is_int(self.accum_steps) and self.accum_steps >= 1, "--accum", "at least 1", self.accum_steps)
         _need(_is_number(self.blr) and self.blr > 0, "--blr", "a positive number", self.blr)
         _need(self.lr is None or (_is_number(self.lr) and self.lr > 0), "--lr", "a positive number", self.lr)
-        _need(_is_number(self.min_lr) and self.min_lr >= 0, "--min-lr", "a number >= 0", self.min_lr)
-        _need(_is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "--warmup-epochs", "a number >= 0",
+        _need(_is_number(self.min_lr) and self.min_lr >= 0, "--min-lr", "at least 0", self.min_lr)
+        _need(_is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "--warmup-epochs", "at least 0",
               self.warmup_epochs)
-        _need(_is_number(self.weight_decay) and self.weight_decay >= 0, "--weight-decay", "a number >= 0",
+        _need(_is_number(self.weight_decay) and self.weight_decay >= 0, "--weight-decay", "at least 0",
               self.weight_decay)
         _need(self.layer_decay is None or (_is_number(self.layer_decay) and 0 < self.layer_decay <= 1),
               "--layer-decay", "in (0, 1]", self.layer_decay)
         _need(self.amp in AMP_CHOICES, "--amp", f"one of {', '.join(AMP_CHOICES)}", self.amp)
         _need(_is_int(self.seed), "--seed", "an integer", self.seed)
-        _need(_is_int(self.ckpt_every) and self.ckpt_every >= 0, "--ckpt-every",
-              "0 (once per epoch) or a positive number of steps", self.ckpt_every)
+        _need(_is_int(self.ckpt_every) and self.ckpt_every >= 0, "--ckpt-every", "at least 0 (0: once per epoch)",
+              self.ckpt_every)
         _need(_is_int(self.log_every) and self.log_every >= 1, "log_every", "at least 1", self.log_every)
         _need(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "--threads", "at least 1",
               self.threads)
@@ -102,8 +102,10 @@ def _is_number(v) -> bool:
 
 
 def _need(ok: bool, option: str, what: str, value) -> None:
+    """A ValueError naming ``option``, the rule and the value, worded as the CLI's own option checks."""
     if not ok:
-        raise ValueError(f"{option} must be {what}, got {value!r}")
+        shown = f"{value:g}" if isinstance(value, (float, np.floating)) else repr(value)
+        raise ValueError(f"{option} must be {what}, got {shown}")
 
 
 class Interrupted(SystemExit):
