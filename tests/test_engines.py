@@ -292,12 +292,25 @@ def test_a_run_folder_retrained_after_its_export_runs_the_new_weights(tmp_path):
         open_engine(tmp_path / "run", "onnx")
 
 
-def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
-    """A TensorRT plan records its weights' checksum in its sidecar; one of other weights is never loaded."""
-    import json
+def _gpu_with_tensorrt(monkeypatch):
+    """This machine as one with a GPU and TensorRT, as far as choosing an engine goes: opening a plan
+    records its path and gives back a stand-in (nothing is deserialised); torch and ONNX Runtime see no GPU."""
     import types
 
     from radiofm import engines
+
+    opened, loaded = [], types.SimpleNamespace(takes_key_padding=True)
+    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or loaded)
+    for name, value in (("cuda_visible", True), ("_trt_usable", True), ("_torch_has_cuda", False),
+                        ("_ort_has_cuda", False)):
+        monkeypatch.setattr(engines, name, lambda value=value: value)
+    return opened, loaded
+
+
+def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
+    """A TensorRT plan records its weights' checksum in its sidecar; one of other weights is never loaded."""
+    import json
+
     from radiofm.checkpoint import sha256_file
 
     folder = _classifier_folder(tmp_path / "m", seed=0)
@@ -306,11 +319,7 @@ def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tm
     command = f"radiofm export {folder} --engine trt --precision fp16 --batch 1:8:64"
     sidecar = {"precision": "fp16", "source_sha256": "0" * 64, "build_command": command}
     (folder / "model.fp16.plan.json").write_text(json.dumps(sidecar))
-    opened, loaded = [], types.SimpleNamespace(takes_key_padding=True)
-    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or loaded)
-    for name, value in (("cuda_visible", True), ("_trt_usable", True), ("_torch_has_cuda", False),
-                        ("_ort_has_cuda", False)):
-        monkeypatch.setattr(engines, name, lambda value=value: value)
+    opened, loaded = _gpu_with_tensorrt(monkeypatch)
     with pytest.raises(ValueError, match=rf"model.fp16.plan is stale: .*refresh it with `{command}`"):
         open_engine(folder, "trt", "cuda", "fp16")
     with pytest.raises(ValueError, match="model.fp16.plan is stale"):
@@ -327,9 +336,7 @@ def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tm
 def test_a_plan_that_missed_its_tolerance_is_passed_over_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
     """A plan whose build-time parity failed keeps its name, with "passed": false in its sidecar: never loaded."""
     import json
-    import types
 
-    from radiofm import engines
     from radiofm.checkpoint import sha256_file
 
     folder = _classifier_folder(tmp_path / "m", seed=0)
@@ -339,11 +346,7 @@ def test_a_plan_that_missed_its_tolerance_is_passed_over_on_auto_and_refused_whe
     sidecar = {"precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors"),
                "build_command": command, "passed": False, "failures": ["batch 1: max_abs_diff 0.3 > 0.0001"]}
     (folder / "model.fp32.plan.json").write_text(json.dumps(sidecar))
-    opened, loaded = [], types.SimpleNamespace(takes_key_padding=True)
-    monkeypatch.setattr(engines, "TensorRTEngine", lambda path: opened.append(path) or loaded)
-    for name, value in (("cuda_visible", True), ("_trt_usable", True), ("_torch_has_cuda", False),
-                        ("_ort_has_cuda", False)):
-        monkeypatch.setattr(engines, name, lambda value=value: value)
+    opened, loaded = _gpu_with_tensorrt(monkeypatch)
     missed = rf"model.fp32.plan missed its tolerance .*max_abs_diff 0.3 > 0.0001.*rebuild it with `{command}`"
     with pytest.raises(ValueError, match=missed):
         open_engine(folder, "trt", "cuda", "fp32")
