@@ -72,7 +72,7 @@ def calibration_set(folder: str | os.PathLike, cfg: ModelConfig, limit: int = 25
     if n == 0:
         raise ValueError(f"calibration folder {folder} holds no samples")
     pairs = [dataset[i] for i in range(n)]
-    check_calibration_kind(folder, dataset, pairs[0][0], cfg)
+    check_calibration_kind(folder, pairs[0][0], cfg)
     # Items may differ in size (recordings, TIFFs): prepare each to the model grid, then stack.
     images = np.concatenate([signal.prepare(x, cfg.preprocess, cfg.img_size) for x, _ in pairs])
     targets = None
@@ -87,21 +87,12 @@ def calibration_set(folder: str | os.PathLike, cfg: ModelConfig, limit: int = 25
 KIND_WORDS = {"spectrogram": "spectrograms", "csi": "CSI amplitude"}
 
 
-def data_kind(dataset, item: np.ndarray) -> str:
-    """What a dataset holds, in the terms of ``PreprocessConfig.kind``: ``"csi"`` (CSI amplitude,
-    (C, H, W) with antennas as channels) or ``"spectrogram"`` (power spectrograms, (H, W)). A synthetic
-    folder says it in its manifest (``task``: ``csi-har`` is CSI); otherwise an item's shape tells, as
-    in training, where a model's preprocessing kind is set from its data (``training.prepared.input_kind``)."""
-    task = (getattr(dataset, "manifest", None) or {}).get("task")
-    if task is not None:
-        return "csi" if task == "csi-har" else "spectrogram"
-    return "csi" if np.ndim(item) == 3 else "spectrogram"
-
-
-def check_calibration_kind(folder: Path, dataset, item: np.ndarray, cfg: ModelConfig) -> None:
+def check_calibration_kind(folder: Path, item: np.ndarray, cfg: ModelConfig) -> None:
     """Refuse calibration data of another kind (or channel count) than the model's input: int8 ranges
     calibrated on it would be those of data the model never sees."""
-    kind, wanted = data_kind(dataset, item), cfg.preprocess.kind
+    from radiofm.training.prepared import item_kind  # the rule training sets a model's input kind by
+
+    kind, wanted = item_kind(item), cfg.preprocess.kind
     if kind != wanted:
         raise ValueError(
             f"--calib {folder} holds {KIND_WORDS[kind]} ({kind} data), but the model takes {KIND_WORDS[wanted]} "

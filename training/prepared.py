@@ -61,7 +61,12 @@ def item_snr(dataset, i: int) -> float:
 
 def input_kind(dataset) -> str:
     """"csi" for (C, H, W) items (antennas as channels), "spectrogram" for (H, W) power spectrograms."""
-    return "csi" if np.ndim(dataset[0][0]) == 3 else "spectrogram"
+    return item_kind(dataset[0][0])
+
+
+def item_kind(item) -> str:
+    """What one item is, in the terms of ``PreprocessConfig.kind`` (see ``input_kind``)."""
+    return "csi" if np.ndim(item) == 3 else "spectrogram"
 
 
 def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
