@@ -282,6 +282,9 @@ def demo(
 
 
 # --------------------------------------------------------------------------- data
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")
+
+
 @data_app.command("synth")
 def data_synth(
     task: str = typer.Option(..., "--task", help="lte-nr | signals | csi-har | pretrain"),
@@ -289,6 +292,7 @@ def data_synth(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (with dataset.json)."),
     seed: int = typer.Option(0, "--seed", help="Sample i depends only on (seed, i)."),
     workers: int = typer.Option(0, "--workers", help="Worker processes; 0 = one per CPU core."),
+    progress: bool = _PROGRESS,
 ):
     """Synthesise a dataset; re-running fills in missing samples and keeps what is there.
 
@@ -311,7 +315,8 @@ def data_synth(
     start = time.perf_counter()
     try:
         with _stopped_by_signals():
-            written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1)
+            written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1,
+                                     progress=progress)
     except (ValueError, OSError) as e:
         fail(str(e))
     except _Signalled as e:
@@ -489,7 +494,6 @@ _SEED = typer.Option(0, "--seed", help="Seeds the initialisation, data order, ma
 _CKPT = typer.Option(0, "--ckpt-every", help="Optimizer steps between checkpoints [default: once per epoch].", show_default=False)
 _THREADS = typer.Option(None, "--threads", help="torch CPU threads [default: cores / processes].")
 _RESUME = typer.Option(False, "--resume", help="Require a checkpoint in --out (resuming is automatic when one exists).")
-_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")
 
 
 @train_app.command("pretrain")

@@ -177,3 +177,24 @@ def test_a_smaller_n_on_an_existing_set_is_refused(tmp_path):
         synthesize("signals", 2, tmp_path, seed=0, progress=False)
     assert read_manifest(tmp_path)["num_samples"] == 4 and len(open_dataset(tmp_path)) == 4
     assert synthesize("signals", 4, tmp_path, seed=0, progress=False) == 0  # the same n completes (here: nothing to do)
+
+
+def test_synth_cli_progress_bar_can_be_turned_off(tmp_path):
+    """`radiofm data synth` draws its bar on a terminal (FORCE_COLOR makes rich treat the pipe as one)
+    and leaves it out with --no-progress, as `radiofm train` does; both write the whole set."""
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120"}
+    outputs = {}
+    for flag in ("--progress", "--no-progress"):
+        out = tmp_path / flag.strip("-")
+        command = [sys.executable, "-m", "radiofm.cli", "data", "synth", "--task", "signals", "--n", "2",
+                   "--out", str(out), "--workers", "1", flag]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert len(list(out.glob("sample_*.npz"))) == 2
+        outputs[flag] = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # without the colours
+    assert "━" in outputs["--progress"]
+    assert "━" not in outputs["--no-progress"] and "wrote 2 of 2 signals samples" in outputs["--no-progress"]
