@@ -357,6 +357,9 @@ def predict(
     sample_rate: Optional[float] = typer.Option(None, help="IQ sample rate in Hz, where the file does not record it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each input's spectrogram with its predictions here (.png, .pdf or .svg)."),
+    noise_power: Optional[str] = typer.Option(
+        None, "--noise-power", help="IQ only: the noise power per sample in the file's units, or 'estimate' "
+        "(measured on each capture). The models expect unit-power noise; default: the IQ as it is."),
 ):
     """Classify or segment spectrograms and IQ recordings.
 
@@ -375,6 +378,7 @@ def predict(
 
     if sample_rate is not None and not (math.isfinite(sample_rate) and sample_rate > 0):
         fail(f"--sample-rate must be a positive number of Hz, got {sample_rate:g}")
+    level = _noise_power_option(noise_power)
     check_output(plot, "--plot", suffixes=PLOT_SUFFIXES)
     try:
         eng = open_engine(model, engine, "auto", precision)
@@ -391,14 +395,16 @@ def predict(
             if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
                 recordings = [item.data] if item.data.ndim == 1 else list(item.data)
                 for r, recording in enumerate(recordings):
-                    preds = list(runner.stream_iq(_chunks(recording, window), rate))
+                    preds = list(runner.stream_iq(_chunks(recording, window), rate, noise_power=level))
                     for pred in preds:
                         records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
                     if plot is not None:
                         name = path if item.data.ndim == 1 else f"{path}[{r}]"
                         rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
                 continue
-            pred = runner.predict_iq(item.data, rate) if item.is_iq else runner.predict(item.data)
+            if level is not None and not item.is_iq:
+                raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
+            pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
             records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
             if plot is not None:
                 rows.append(prediction_row(path, item, [pred], runner, rate))
@@ -412,6 +418,21 @@ def predict(
         _print_predictions(records, title)
     if plot is not None:
         err_console.print(f"picture: {plot}", highlight=False)
+
+
+def _noise_power_option(value: str | None) -> float | str | None:
+    """--noise-power as the SDK takes it: None, "estimate" or a positive number."""
+    import math
+
+    if value is None or value == "estimate":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        fail(f"--noise-power must be a positive number (the noise power per IQ sample) or 'estimate', got {value!r}")
+    return number
 
 
 def _model_name(model: str) -> str:

@@ -89,6 +89,45 @@ def spectrogram(iq: np.ndarray, pre: PreprocessConfig | None = None) -> np.ndarr
     return np.square(np.abs(spec)).T
 
 
+# The noise-floor statistic: each frequency bin's median over time (a bin that holds noise for at
+# least half the capture gives the noise there), then this quantile over the bins (5 % of the band
+# free of emitters is enough).
+NOISE_FLOOR_QUANTILE = 0.05
+
+
+def noise_power(spec: np.ndarray, pre: PreprocessConfig | None = None) -> np.ndarray:
+    """Estimated noise power per complex IQ sample of the capture(s) behind ``spec``.
+
+    ``spec``: linear power spectrogram(s) (..., n_fft, frames) as ``spectrogram(iq, pre)`` makes them.
+    Returns (...) float64: 1.0 for unit-power white noise (the level the bundled models were trained
+    at), g for noise of power g. Each bin's median over time, then the 5th percentile over bins,
+    divided by what unit-power noise gives for the same STFT and frame count (simulated once, with
+    a fixed seed, and cached). Unbiased within 0.2 dB on noise and narrowband emitters; wideband
+    emitters that fill most of the band at high SNR (LTE, NR, WiFi at 20-30 dB) lift it by up to 2 dB.
+    """
+    pre = pre or PreprocessConfig()
+    spec = np.asarray(spec)
+    if spec.ndim < 2 or spec.shape[-2] != pre.n_fft:
+        raise ValueError(f"noise_power needs spectrograms (..., n_fft={pre.n_fft}, frames) from spectrogram(iq, pre), "
+                         f"got shape {spec.shape}")
+    return _floor_statistic(spec) / _unit_noise_statistic(pre.n_fft, pre.hop, pre.window, spec.shape[-1])
+
+
+def _floor_statistic(spec: np.ndarray) -> np.ndarray:
+    return np.quantile(np.median(spec, axis=-1), NOISE_FLOOR_QUANTILE, axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_noise_statistic(n_fft: int, hop: int, window: str, frames: int) -> float:
+    n = max(n_fft, (frames - 1) * hop)
+    while num_frames(n, n_fft, hop) < frames:
+        n += 1
+    rng = np.random.default_rng(0)
+    pre = PreprocessConfig(n_fft=n_fft, hop=hop, window=window)
+    captures = (rng.standard_normal((4, n, 2), dtype=np.float32) * np.float32(np.sqrt(0.5))).view(np.complex64)[..., 0]
+    return float(np.mean([_floor_statistic(spectrogram(c, pre)[:, :frames]) for c in captures]))
+
+
 def to_db(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """``10*log10(x + eps)`` in float32."""
     return (10.0 * np.log10(np.asarray(x, np.float32) + np.float32(eps))).astype(np.float32)

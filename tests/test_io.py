@@ -203,3 +203,30 @@ def test_predict_on_an_exported_file_runs_its_own_precision_unless_told_otherwis
     assert "fp16" in json.loads(ran.output)["engine"]
     refused = runner.invoke(app, ["predict", str(fp16.path), str(tmp_path / "spec.npy"), "--precision", "fp32"])
     assert refused.exit_code == 1 and "fp16" in refused.output
+
+
+def test_predict_command_noise_power_levels_iq_and_is_refused_for_spectrograms(tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
+                 preprocess=PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6))
+    model = save_model(build_model(cfg), tmp_path / "m")
+    rng = np.random.default_rng(2)
+    iq = (rng.normal(size=2048) + 1j * rng.normal(size=2048)).astype(np.complex64)
+    np.save(tmp_path / "rec.npy", iq)
+    np.save(tmp_path / "hot.npy", iq * np.float32(10))  # 20 dB hotter: noise power 100
+    np.save(tmp_path / "spec.npy", rng.random((40, 40)).astype(np.float32))
+
+    def probabilities(*args):
+        result = CliRunner().invoke(app, ["predict", str(model), *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return [list(p["probabilities"].values()) for p in json.loads(result.output)["predictions"]]
+
+    np.testing.assert_allclose(probabilities(str(tmp_path / "hot.npy"), "--noise-power", "100"),
+                               probabilities(str(tmp_path / "rec.npy")), atol=1e-4)
+    np.testing.assert_allclose(probabilities(str(tmp_path / "hot.npy"), "--noise-power", "estimate"),
+                               probabilities(str(tmp_path / "rec.npy"), "--noise-power", "estimate"), atol=1e-4)
+    for bad in ("0", "-1", "loud"):
+        result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "rec.npy"), "--noise-power", bad])
+        assert result.exit_code == 1 and "--noise-power must be a positive number" in result.output and bad in result.output
+    spec = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), "--noise-power", "estimate"])
+    assert spec.exit_code == 1 and "spec.npy: --noise-power applies to IQ recordings" in " ".join(spec.output.split())

@@ -124,3 +124,34 @@ def test_signal_module_does_not_import_torch():
 
     code = "import sys, radiofm.signal; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def _white_noise(n, power, rng):
+    return ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * np.sqrt(power / 2)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("n", [1024, 4096, 32768, 100_000])
+@pytest.mark.parametrize("power", [1e-3, 1.0, 250.0])
+def test_noise_power_of_white_noise_is_its_power(n, power):
+    """Any capture length (3 to 197 STFT frames) and level: within 0.5 dB of the true noise power."""
+    pre = PreprocessConfig()
+    rng = np.random.default_rng(n)
+    estimate = signal.noise_power(signal.spectrogram(_white_noise(n, power, rng), pre), pre)
+    assert abs(10 * np.log10(estimate / power)) < 0.5
+
+
+def test_noise_power_sees_the_floor_under_strong_narrowband_emitters_and_takes_batches():
+    pre = PreprocessConfig()
+    rng = np.random.default_rng(0)
+    t = np.arange(32768)
+    tones = sum(np.exp(2j * np.pi * f * t) * 30 for f in (-0.3, -0.1, 0.05, 0.2))  # 4 tones, 29 dB each
+    captures = np.stack([_white_noise(32768, 2.0, rng) + tones, _white_noise(32768, 0.5, rng)]).astype(np.complex64)
+    spectra = np.stack([signal.spectrogram(c, pre) for c in captures])
+    estimate = signal.noise_power(spectra, pre)
+    assert estimate.shape == (2,)
+    np.testing.assert_allclose(10 * np.log10(estimate / [2.0, 0.5]), 0, atol=0.5)
+
+
+def test_noise_power_refuses_what_is_no_spectrogram_of_the_config():
+    with pytest.raises(ValueError, match=r"noise_power needs spectrograms \(\.\.\., n_fft=1024, frames\).*\(256, 65\)"):
+        signal.noise_power(np.ones((256, 65), np.float32), PreprocessConfig())
