@@ -50,11 +50,16 @@ def test_bad_files_name_the_file(tmp_path):
             read_input(tmp_path / name)
 
 
-def test_predict_command_on_every_input_kind(tmp_path):
+def _iq_classifier(tmp_path):
+    """A small untrained classifier of 1 MS/s IQ in 1024-sample captures."""
     torch.manual_seed(0)
     cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
                  preprocess=PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6))
-    model = save_model(build_model(cfg), tmp_path / "m")
+    return save_model(build_model(cfg), tmp_path / "m")
+
+
+def test_predict_command_on_every_input_kind(tmp_path):
+    model = _iq_classifier(tmp_path)
     rng = np.random.default_rng(1)
     iq = (rng.normal(size=5000) + 1j * rng.normal(size=5000)).astype(np.complex64)
     np.save(tmp_path / "spec.npy", rng.random((2, 40, 40)).astype(np.float32))
@@ -206,10 +211,7 @@ def test_predict_on_an_exported_file_runs_its_own_precision_unless_told_otherwis
 
 
 def test_predict_command_noise_power_levels_iq_and_is_refused_for_spectrograms(tmp_path):
-    torch.manual_seed(0)
-    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
-                 preprocess=PreprocessConfig(n_fft=64, hop=32, capture_samples=1024, sample_rate=1e6))
-    model = save_model(build_model(cfg), tmp_path / "m")
+    model = _iq_classifier(tmp_path)
     rng = np.random.default_rng(2)
     iq = (rng.normal(size=2048) + 1j * rng.normal(size=2048)).astype(np.complex64)
     np.save(tmp_path / "rec.npy", iq)
