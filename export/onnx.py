@@ -164,8 +164,9 @@ def int8_nodes(graph: onnx.GraphProto, scope: str = "partial") -> list[str]:
     signals-nano they alone took arg-max agreement from 100 % to 81-94 %. The value product (softmax
     probabilities times v) stays float in both scopes: over 256 tokens an even share (1/256) is half
     an int8 step of a [0, 1] range, so a spread-out row rounds to a few large weights; on
-    signals-nano quantising that product alone took static QDQ's agreement to 89 %. The patch embedding and the heads stay float too (under 1 % of the
-    work, and a head's rounding moves logits directly).
+    signals-nano quantising that product alone took static QDQ's agreement to 89 %. The patch
+    embedding and the heads stay float too (under 1 % of the work, and a head's rounding moves
+    logits directly).
     """
     if scope not in INT8_SCOPES:
         raise ExportError(f"int8 scope must be one of {', '.join(INT8_SCOPES)}, got {scope!r}")

@@ -315,8 +315,7 @@ def data_synth(
     start = time.perf_counter()
     try:
         with _stopped_by_signals():
-            written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1,
-                                     progress=progress)
+            written = synthesize(task, n, out, seed=seed, workers=workers or os.cpu_count() or 1, progress=progress)
     except (ValueError, OSError) as e:
         fail(str(e))
     except _Signalled as e:

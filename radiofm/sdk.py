@@ -258,7 +258,7 @@ class _Predictor(_Task):
         """Predict from complex IQ: one capture (samples,) or a batch (N, samples) of equal length.
 
         The models are trained on captures whose noise has unit power per sample, and their answers
-        depend on the input level (signals-nano: 75 % accuracy at that level, 28 % 3 dB above it).
+        depend on the input level (signals-nano: 73.5 % accuracy at that level, 26.6 % 3 dB above it).
         ``noise_power`` brings a capture there: the noise power per sample in the IQ's own units
         (a receiver's calibrated noise floor), or ``"estimate"`` to measure it on each capture
         (``radiofm.signal.noise_power``). None takes the IQ as it is.
