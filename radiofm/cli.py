@@ -391,6 +391,8 @@ def predict(
             if hint:
                 raise ValueError(hint)
             rate = item.sample_rate or sample_rate
+            if item.is_iq and level is None:
+                _level_hint(path, item.data, runner.cfg.preprocess)
             if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
                 recordings = [item.data] if item.data.ndim == 1 else list(item.data)
                 for r, recording in enumerate(recordings):
@@ -417,6 +419,23 @@ def predict(
         _print_predictions(records, title)
     if plot is not None:
         err_console.print(f"picture: {plot}", highlight=False)
+
+
+def _level_hint(path: Path, iq, pre) -> None:
+    """A line on stderr where a recording's noise floor is far from the unit power the models are
+    trained at (a receiver's gain, int16 samples), since their answers depend on the level."""
+    import numpy as np
+
+    from radiofm import signal
+
+    first = np.asarray(iq).reshape(-1, np.shape(iq)[-1])[0][: pre.capture_samples or None]
+    if first.size < pre.n_fft:
+        return
+    offset_db = 10 * np.log10(float(signal.noise_power(signal.spectrogram(first, pre), pre)))
+    if abs(offset_db) > 3:
+        err_console.print(f"note: {path}: its noise floor is {offset_db:+.1f} dB from the unit power the model was "
+                          f"trained at; --noise-power estimate (or the receiver's noise power) levels it",
+                          highlight=False, soft_wrap=True)
 
 
 def _noise_power_option(value: str | None) -> float | str | None:

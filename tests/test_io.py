@@ -66,7 +66,7 @@ def test_predict_command_on_every_input_kind(tmp_path):
     meta = _sigmf(tmp_path, iq)
     result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), str(meta), "--json"])
     assert result.exit_code == 0, result.output
-    preds = json.loads(result.output)["predictions"]
+    preds = json.loads(result.stdout)["predictions"]
     assert [p["item"] for p in preds[:2]] == [0, 1]
     assert [p["start"] for p in preds[2:]] == [0, 1024, 2048, 3072]  # 5000 samples -> 4 whole windows
     assert all(p["label"] in ("noise", "lte", "nr") and abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
@@ -213,7 +213,7 @@ def test_predict_on_an_exported_file_runs_its_own_precision_unless_told_otherwis
 def test_predict_command_noise_power_levels_iq_and_is_refused_for_spectrograms(tmp_path):
     model = _iq_classifier(tmp_path)
     rng = np.random.default_rng(2)
-    iq = (rng.normal(size=2048) + 1j * rng.normal(size=2048)).astype(np.complex64)
+    iq = ((rng.normal(size=2048) + 1j * rng.normal(size=2048)) / np.sqrt(2)).astype(np.complex64)  # unit power
     np.save(tmp_path / "rec.npy", iq)
     np.save(tmp_path / "hot.npy", iq * np.float32(10))  # 20 dB hotter: noise power 100
     np.save(tmp_path / "spec.npy", rng.random((40, 40)).astype(np.float32))
@@ -221,12 +221,18 @@ def test_predict_command_noise_power_levels_iq_and_is_refused_for_spectrograms(t
     def probabilities(*args):
         result = CliRunner().invoke(app, ["predict", str(model), *args, "--json"])
         assert result.exit_code == 0, result.output
-        return [list(p["probabilities"].values()) for p in json.loads(result.output)["predictions"]]
+        return [list(p["probabilities"].values()) for p in json.loads(result.stdout)["predictions"]]
 
     np.testing.assert_allclose(probabilities(str(tmp_path / "hot.npy"), "--noise-power", "100"),
                                probabilities(str(tmp_path / "rec.npy")), atol=1e-4)
     np.testing.assert_allclose(probabilities(str(tmp_path / "hot.npy"), "--noise-power", "estimate"),
                                probabilities(str(tmp_path / "rec.npy"), "--noise-power", "estimate"), atol=1e-4)
+    hot = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "hot.npy")])
+    line = " ".join(hot.output.split())
+    assert hot.exit_code == 0 and "note: " in line and "hot.npy: its noise floor is +20" in line and "--noise-power estimate" in line
+    for quiet in (["rec.npy"], ["hot.npy", "--noise-power", "100"]):  # at the level, or levelled: no note
+        result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / quiet[0]), *quiet[1:]])
+        assert result.exit_code == 0 and "note:" not in result.output, result.output
     for bad in ("0", "-1", "loud"):
         result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "rec.npy"), "--noise-power", bad])
         assert result.exit_code == 1 and "--noise-power must be a positive number" in result.output and bad in result.output
