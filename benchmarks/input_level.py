@@ -1,11 +1,14 @@
-"""Accuracy of a signal classifier against the input level, with and without ``noise_power``.
+"""Accuracy of a model against the input level of its IQ, with and without ``noise_power``.
 
 The bundled models are trained on captures whose noise has unit power per sample; a receiver's
-gain moves every sample's power. This regenerates the IQ behind a ``radiofm data synth --task
-signals`` test set (sample i of seed S, as the generator writes it), scales it by each gain and
-scores ``predict_iq`` as it is, with the true noise power, and with ``noise_power="estimate"``.
+gain moves every sample's power. This regenerates the IQ behind a ``radiofm data synth`` test set
+(sample i of seed S, as the generator writes it: ``signals`` for a classifier, ``lte-nr`` for a
+segmenter), scales it by each gain and scores ``predict_iq`` as it is, with the true noise power,
+and with ``noise_power="estimate"``: accuracy for a classifier, mean per-class pixel accuracy (at
+the stored 256x256 label grid) for a segmenter.
 
     python -m radiofm.benchmarks.input_level signals-nano --n 800 --seed 103 --json level.json
+    python -m radiofm.benchmarks.input_level lte-nr-nano --n 100 --seed 102
 """
 
 from __future__ import annotations
@@ -17,35 +20,70 @@ import numpy as np
 
 
 def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: str = "auto", log=print) -> dict:
-    from radiofm import Classifier
+    from radiofm.engines import open_engine
+    from radiofm.sdk import Classifier, Segmenter
+
+    eng = open_engine(model, engine)
+    if eng.cfg.task not in ("classify", "segment"):
+        raise ValueError(f"{model} is a {eng.cfg.task!r} model; this measures classifiers and segmenters")
+    runner = (Classifier if eng.cfg.task == "classify" else Segmenter)(eng)
+    captures, score = (_signal_captures if eng.cfg.task == "classify" else _lte_nr_captures)(runner, n, seed)
+    rows = []
+    for gain_db in gains_db:
+        gain = 10 ** (gain_db / 10)
+        row = {"gain_db": gain_db}
+        for name, noise_power in (("as_is", None), ("known", gain), ("estimate", "estimate")):
+            row[name] = score(lambda iq: runner.predict_iq((iq * np.float32(np.sqrt(gain))).astype(np.complex64),
+                                                           noise_power=noise_power).indices)
+        log(f"gain {gain_db:+6.1f} dB: as is {row['as_is']:.2%}, noise_power=known {row['known']:.2%}, "
+            f"noise_power='estimate' {row['estimate']:.2%}")
+        rows.append(row)
+    metric = "accuracy" if eng.cfg.task == "classify" else "mean per-class pixel accuracy"
+    return {"model": model, "engine": runner.engine_name, "metric": metric, "captures": n, "seed": seed, "rows": rows}
+
+
+def _signal_captures(runner, n: int, seed: int):
+    """The signals test set's IQ (as training.synth.signals.write_sample draws sample i), one batch."""
     from radiofm.training.synth.common import sample_rng
     from radiofm.training.synth.signals import CLASSES, SNR_RANGE, generate_signal
 
-    clf = Classifier.from_pretrained(model, engine=engine)
-    if list(clf.classes) != CLASSES:
-        raise ValueError(f"{model} does not classify the signals generator's classes {CLASSES}")
-    captures, truth = [], np.arange(n) % len(CLASSES)
-    for i in range(n):  # as training.synth.signals.write_sample draws sample i
+    if list(runner.classes) != CLASSES:
+        raise ValueError(f"the classifier does not classify the signals generator's classes {CLASSES}")
+    truth = np.arange(n) % len(CLASSES)
+    captures = []
+    for i in range(n):
         rng = sample_rng(seed, i)
         snr_db = float(rng.uniform(*SNR_RANGE))
         captures.append(generate_signal(CLASSES[truth[i]], rng, snr_db))
     iq = np.stack(captures)
-    rows = []
-    for gain_db in gains_db:
-        gain = 10 ** (gain_db / 10)
-        scaled = (iq * np.float32(np.sqrt(gain))).astype(np.complex64)
-        row = {"gain_db": gain_db}
-        for name, noise_power in (("as_is", None), ("known", gain), ("estimate", "estimate")):
-            row[name] = float(np.mean(clf.predict_iq(scaled, noise_power=noise_power).indices == truth))
-        log(f"gain {gain_db:+6.1f} dB: as is {row['as_is']:.2%}, noise_power=known {row['known']:.2%}, "
-            f"noise_power='estimate' {row['estimate']:.2%}")
-        rows.append(row)
-    return {"model": model, "engine": clf.engine_name, "captures": n, "seed": seed, "rows": rows}
+    return iq, lambda predict: float(np.mean(predict(iq) == truth))
+
+
+def _lte_nr_captures(runner, n: int, seed: int):
+    """The lte-nr test set's frames as IQ (frames differ in length: one call each); the score is the
+    mean per-class accuracy over all frames' pixels, predictions taken to the 256x256 label grid."""
+    from radiofm import signal
+    from radiofm.training.synth.common import sample_rng
+    from radiofm.training.synth.lte_nr import CLASSES, FRAME_SIZE, lte_nr_capture
+
+    if list(runner.classes) != CLASSES:
+        raise ValueError(f"the segmenter does not segment the lte-nr generator's classes {CLASSES}")
+    frames = [lte_nr_capture(sample_rng(seed, i))[:2] for i in range(n)]
+
+    def score(predict) -> float:
+        confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+        for iq, labels in frames:
+            predicted = signal.resize_labels(predict(iq)[0], FRAME_SIZE)
+            confusion += np.bincount(labels.ravel() * len(CLASSES) + predicted.ravel(),
+                                     minlength=len(CLASSES) ** 2).reshape(len(CLASSES), len(CLASSES))
+        return float(np.mean(np.diag(confusion) / np.maximum(confusion.sum(1), 1)))
+
+    return None, score
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="zoo name or model folder of a signals classifier")
+    parser.add_argument("model", help="zoo name or model folder: a signals classifier or an lte-nr segmenter")
     parser.add_argument("--n", type=int, default=800, help="captures (default 800)")
     parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
     parser.add_argument("--gains", type=float, nargs="+", default=[-20, -10, -3, 0, 3, 10, 20],
@@ -60,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print("\n| gain | as it is | noise_power known | noise_power=\"estimate\" |\n|---|---|---|---|")
+    print(f"\n{result['metric']}\n\n| gain | as it is | noise_power known | noise_power=\"estimate\" |\n|---|---|---|---|")
     for r in result["rows"]:
         print(f"| {r['gain_db']:+g} dB | {r['as_is']:.1%} | {r['known']:.1%} | {r['estimate']:.1%} |")
     if args.json:

@@ -16,6 +16,13 @@ def test_input_level_scores_the_generators_captures_at_each_gain(tmp_path):
     assert json.loads((tmp_path / "l.json").read_text())["rows"][0]["gain_db"] == 0.0
 
 
-def test_input_level_refuses_a_model_of_other_classes(capsys):
-    assert main(["lte-nr-nano", "--n", "4", "--engine", "torch"]) == 1
-    assert "Classifier needs a classify model" in capsys.readouterr().err
+def test_input_level_scores_a_segmenter_on_lte_nr_frames_as_iq():
+    result = input_level("lte-nr-nano", n=2, seed=102, gains_db=[0.0, 10.0], engine="torch", log=lambda *_: None)
+    at_level, hot = result["rows"]
+    assert result["metric"] == "mean per-class pixel accuracy" and 0.3 < at_level["as_is"] <= 1.0
+    assert hot["known"] == at_level["as_is"] and hot["estimate"] == at_level["estimate"]
+
+
+def test_input_level_refuses_a_model_it_cannot_score(capsys):
+    assert main(["msm-nano", "--n", "4", "--engine", "torch"]) == 1
+    assert "msm-nano is a 'mae' model; this measures classifiers and segmenters" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def _label_map(c: Carrier, timing: tuple, n_frames: int, hop: int, fs: float, si
     return cover.T >= 0.5
 
 
-def lte_nr_frame(
+def lte_nr_capture(
     rng: np.random.Generator,
     *,
     snr_db: float | None = None,
@@ -82,7 +82,7 @@ def lte_nr_frame(
     size: tuple[int, int] = FRAME_SIZE,
     pre: PreprocessConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(spectrogram (H,W) float32 linear power, labels (H,W) uint8 class index, info)."""
+    """(IQ complex64 at ``fs``, labels (H,W) uint8 class index, info): a frame before its spectrogram."""
     pre = pre or PreprocessConfig()
     duration_ms = int(rng.integers(10, 41)) if duration_ms is None else duration_ms
     specs = draw_scene(rng, snr_db, n_carriers, fs)
@@ -95,13 +95,20 @@ def lte_nr_frame(
     n_frames = signal.num_frames(n, pre.n_fft, pre.hop)
     for c in carriers:
         labels[_label_map(c, timing[c.spec.scs_khz], n_frames, pre.hop, fs, size)] = CLASSES.index(c.spec.kind)
-    spec_img = signal.resize(signal.spectrogram(iq, pre), size, "area")
     info = dict(
         snr_db=float(np.mean([s.snr_db for s in specs])),
         duration_ms=float(duration_ms),
         carriers=[[CLASSES.index(s.kind), s.fc_hz, s.bandwidth_mhz * 1e6, s.scs_khz * 1e3, s.snr_db] for s in specs],
     )
-    return spec_img, labels, info
+    return iq, labels, info
+
+
+def lte_nr_frame(rng: np.random.Generator, **kwargs: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(spectrogram (H,W) float32 linear power, labels (H,W) uint8 class index, info); keyword
+    arguments as :func:`lte_nr_capture`, whose IQ this is, area-averaged to ``size``."""
+    iq, labels, info = lte_nr_capture(rng, **kwargs)
+    spectrogram = signal.spectrogram(iq, kwargs.get("pre") or PreprocessConfig())
+    return signal.resize(spectrogram, kwargs.get("size", FRAME_SIZE), "area"), labels, info
 
 
 def make_lte_nr_frame(rng: np.random.Generator, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
