@@ -118,14 +118,16 @@ def exports_dir(folder: str | os.PathLike) -> Path:
     """Where a model folder's exports (ONNX files, TensorRT plans) are written and found.
 
     The folder itself; for a zoo model (inside the installed package, perhaps read-only)
-    ``$RADIOFM_CACHE`` (default ``~/.cache/radiofm``) / ``<name>-<weights sha256[:12]>``, so an
-    export made from other weights is never picked up.
+    ``$RADIOFM_CACHE`` (default ``~/.cache/radiofm``) / ``<name>-<checksum[:12]>`` of the weights and
+    the config together, so an export made from other weights, or under another config (an ONNX
+    file carries the config its engine preprocesses with), is never picked up.
     """
     folder = Path(folder)
     if folder.resolve().parent != ZOO_DIR.resolve():
         return folder
     cache = Path(os.environ.get("RADIOFM_CACHE", Path.home() / ".cache" / "radiofm"))
-    return cache / f"{folder.name}-{sha256_file(folder / WEIGHTS_FILE)[:12]}"
+    checksum = hashlib.sha256((sha256_file(folder / WEIGHTS_FILE) + sha256_file(folder / CONFIG_FILE)).encode())
+    return cache / f"{folder.name}-{checksum.hexdigest()[:12]}"
 
 
 def load_config(name_or_path: str | os.PathLike) -> ModelConfig:

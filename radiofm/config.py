@@ -37,6 +37,10 @@ class PreprocessConfig:
     resize: str = "bicubic"
     sample_rate: float | None = None  # Hz the model was trained at; None = not fixed
     capture_samples: int | None = None  # IQ samples per model input in training (streaming window)
+    # (H, W) the training set stored its spectrograms at, area-averaged in linear power (the lte-nr
+    # generator's 256x256, the MATLAB example's layout); IQ input is brought there the same way
+    # before the loader's steps. None: stored as the STFT made them (signals).
+    stored_size: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.mean = _as_float_list(self.mean, "mean")
@@ -47,6 +51,11 @@ class PreprocessConfig:
             raise ValueError(f"preprocess n_fft and hop must be positive, got {self.n_fft}, {self.hop}")
         if self.scale == 0 or any(s <= 0 for s in self.std):
             raise ValueError("preprocess scale must be non-zero and std positive")
+        if self.stored_size is not None:
+            size = list(self.stored_size)
+            if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+                raise ValueError(f"preprocess.stored_size must be two positive whole numbers (H, W), got {self.stored_size!r}")
+            self.stored_size = size
 
 
 PREPROCESS_PRESETS: dict[str, dict[str, Any]] = {

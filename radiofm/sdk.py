@@ -224,11 +224,14 @@ class _Task:
         if len({s.shape for s in spectra}) > 1:
             raise ValueError("IQ captures in one call must have the same length")
         spectra = np.stack(spectra)
-        if noise_power is None:
-            return spectra
-        power = signal.noise_power(spectra, self.cfg.preprocess) if noise_power == "estimate" else float(noise_power)
-        # Dividing the power is scaling the IQ by 1/sqrt(noise power): the noise floor the model was trained at.
-        return (spectra / np.reshape(power, (-1, 1, 1))).astype(np.float32)
+        pre = self.cfg.preprocess
+        if noise_power is not None:
+            power = signal.noise_power(spectra, pre) if noise_power == "estimate" else float(noise_power)
+            # Dividing the power is scaling the IQ by 1/sqrt(noise power): the noise floor the model was trained at.
+            spectra = (spectra / np.reshape(power, (-1, 1, 1))).astype(np.float32)
+        if pre.stored_size:  # as the training set stored them: mean power per pixel, before the dB
+            spectra = signal.resize(spectra, pre.stored_size, "area")
+        return spectra
 
     def _engine_for(self, key_padding: np.ndarray | None) -> Engine:
         """The engine for this input: padded input that the engine's graph cannot mask runs on the torch
@@ -332,8 +335,9 @@ class Classifier(_Predictor):
 
 class Segmenter(_Predictor):
     """Per-pixel classes (e.g. noise / NR / LTE). ``indices`` come back at the input's size
-    (nearest-neighbour, so no class is invented at edges); ``probs`` stay at the model grid (the
-    part of it a short capture fills)."""
+    (nearest-neighbour, so no class is invented at edges): for IQ, the spectrogram's, or the stored
+    grid where the model has one (``preprocess.stored_size``: lte-nr-nano's 256x256); ``probs`` stay
+    at the model grid (the part of it a short capture fills)."""
 
     tasks = ("segment",)
 

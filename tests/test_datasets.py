@@ -146,3 +146,27 @@ def test_data_show_writes_an_image_of_the_expected_size(tmp_path, task, n):
     out = show_grid(tmp_path / task, tmp_path / "grid.png", n=n)
     task_kind = "segment" if task == "lte-nr" else "classify"
     assert Image.open(out).size == grid_size(n, task_kind)
+
+
+@pytest.mark.parametrize("bad", [[256], [256, 0], [256, 2.5], "256x256", [True, 4]])
+def test_stored_size_is_two_positive_whole_numbers(bad):
+    from radiofm.config import PreprocessConfig
+
+    with pytest.raises(ValueError, match=r"preprocess.stored_size must be two positive whole numbers \(H, W\), got "):
+        PreprocessConfig(stored_size=bad)
+    assert PreprocessConfig(stored_size=(256, 128)).stored_size == [256, 128]
+
+
+def test_a_model_learns_the_stored_size_of_the_synthetic_set_it_is_trained_on(tmp_path):
+    """lte-nr frames are stored area-averaged to 256x256, signals captures as the STFT made them; the
+    config a fine-tune writes says so, and an init model's stored size does not leak into another set."""
+    from radiofm.config import PreprocessConfig
+    from radiofm.training.datasets import open_dataset
+    from radiofm.training.prepared import capture_of
+    from radiofm.training.synth import synthesize
+
+    synthesize("lte-nr", 1, tmp_path / "lte", seed=0, progress=False)
+    synthesize("signals", 1, tmp_path / "sig", seed=0, progress=False)
+    inherited = PreprocessConfig(stored_size=[64, 64])
+    assert capture_of(open_dataset(tmp_path / "lte"), PreprocessConfig()).stored_size == [256, 256]
+    assert capture_of(open_dataset(tmp_path / "sig"), inherited).stored_size is None

@@ -135,6 +135,7 @@ class MatlabLteNrDataset(Dataset):
         if values not in ("power", "db"):
             raise ValueError(f"values must be 'power' or 'db', got {values!r}")
         self.values = values
+        self.manifest = manifest or {}  # a synthetic set's: its generator says how it stored the frames
         if manifest is not None:
             self.frames = list(range(int(manifest["num_samples"])))
             self.sample_rate = manifest.get("sample_rate")

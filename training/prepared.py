@@ -70,11 +70,16 @@ def item_kind(item) -> str:
 
 
 def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
-    """``pre`` with the data's sample rate and, where every capture has one length, its IQ sample count
-    (the SDK's streaming window); what the dataset does not say is left as it was."""
+    """``pre`` with the data's sample rate, where every capture has one length its IQ sample count
+    (the SDK's streaming window), and the size a synthetic set stored its spectrograms at when it
+    area-averaged them (``stored_size``: the SDK brings IQ there too); what the dataset does not
+    say is left as it was."""
     generator = getattr(dataset, "manifest", {}).get("generator", {})
+    stored = pre.stored_size
+    if generator:
+        stored = list(generator["frame_size"]) if generator.get("resize") == "area" and "frame_size" in generator else None
     return replace(pre, sample_rate=dataset.sample_rate or pre.sample_rate,
-                   capture_samples=generator.get("num_samples") or pre.capture_samples)
+                   capture_samples=generator.get("num_samples") or pre.capture_samples, stored_size=stored)
 
 
 def fit_preprocess(dataset, img_size, max_items: int = 256, seed: int = 0) -> PreprocessConfig:
