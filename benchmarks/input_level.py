@@ -27,7 +27,7 @@ def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: st
     if eng.cfg.task not in ("classify", "segment"):
         raise ValueError(f"{model} is a {eng.cfg.task!r} model; this measures classifiers and segmenters")
     runner = (Classifier if eng.cfg.task == "classify" else Segmenter)(eng)
-    captures, score = (_signal_captures if eng.cfg.task == "classify" else _lte_nr_captures)(runner, n, seed)
+    score = (_signal_scorer if eng.cfg.task == "classify" else _lte_nr_scorer)(runner, n, seed)
     rows = []
     for gain_db in gains_db:
         gain = 10 ** (gain_db / 10)
@@ -42,27 +42,23 @@ def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: st
     return {"model": model, "engine": runner.engine_name, "metric": metric, "captures": n, "seed": seed, "rows": rows}
 
 
-def _signal_captures(runner, n: int, seed: int):
-    """The signals test set's IQ (as training.synth.signals.write_sample draws sample i), one batch."""
-    from radiofm.training.synth.common import sample_rng
-    from radiofm.training.synth.signals import CLASSES, SNR_RANGE, generate_signal
+def _signal_scorer(runner, n: int, seed: int):
+    """Accuracy on the signals test set's IQ (sample i as the generator draws it), in one batch."""
+    from radiofm.training.synth.signals import CLASSES, sample_capture
 
     if list(runner.classes) != CLASSES:
         raise ValueError(f"the classifier does not classify the signals generator's classes {CLASSES}")
-    truth = np.arange(n) % len(CLASSES)
-    captures = []
-    for i in range(n):
-        rng = sample_rng(seed, i)
-        snr_db = float(rng.uniform(*SNR_RANGE))
-        captures.append(generate_signal(CLASSES[truth[i]], rng, snr_db))
-    iq = np.stack(captures)
-    return iq, lambda predict: float(np.mean(predict(iq) == truth))
+    iq, truth, _ = (np.stack(column) for column in zip(*(sample_capture(seed, i) for i in range(n))))
+    return lambda predict: float(np.mean(predict(iq) == truth))
 
 
-def _lte_nr_captures(runner, n: int, seed: int):
-    """The lte-nr test set's frames as IQ (frames differ in length: one call each); the score is the
-    mean per-class accuracy over all frames' pixels, predictions taken to the 256x256 label grid."""
+def _lte_nr_scorer(runner, n: int, seed: int):
+    """Mean per-class pixel accuracy on the lte-nr test set's frames as IQ (frames differ in length:
+    one call each), predictions taken to the 256x256 label grid, as `radiofm eval` counts it."""
+    import torch
+
     from radiofm import signal
+    from radiofm.training.evaluate import classification_metrics, confusion
     from radiofm.training.synth.common import sample_rng
     from radiofm.training.synth.lte_nr import CLASSES, FRAME_SIZE, lte_nr_capture
 
@@ -71,14 +67,11 @@ def _lte_nr_captures(runner, n: int, seed: int):
     frames = [lte_nr_capture(sample_rng(seed, i))[:2] for i in range(n)]
 
     def score(predict) -> float:
-        confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
-        for iq, labels in frames:
-            predicted = signal.resize_labels(predict(iq)[0], FRAME_SIZE)
-            confusion += np.bincount(labels.ravel() * len(CLASSES) + predicted.ravel(),
-                                     minlength=len(CLASSES) ** 2).reshape(len(CLASSES), len(CLASSES))
-        return float(np.mean(np.diag(confusion) / np.maximum(confusion.sum(1), 1)))
+        cm = sum(confusion(torch.from_numpy(signal.resize_labels(predict(iq)[0], FRAME_SIZE).astype(np.int64)),
+                           torch.from_numpy(labels.astype(np.int64)), len(CLASSES)) for iq, labels in frames)
+        return classification_metrics(cm, CLASSES, segment=True)["mean_class_accuracy"]
 
-    return None, score
+    return score
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,11 +59,13 @@ def _check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size must be a positive integer (or None for {DEFAULT_BATCH}), got {batch_size!r}")
 
 
+def _positive_finite(value) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)) and value > 0)
+
+
 def _check_sample_rate(sample_rate) -> None:
-    if sample_rate is None:
-        return
-    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating))
-            or not np.isfinite(sample_rate) or sample_rate <= 0):
+    if sample_rate is not None and not _positive_finite(sample_rate):
         raise ValueError(f"sample_rate must be a positive, finite number of Hz (or None for the model's own rate), "
                          f"got {sample_rate!r}")
 
@@ -71,8 +73,7 @@ def _check_sample_rate(sample_rate) -> None:
 def _check_noise_power(noise_power) -> None:
     if noise_power is None or (isinstance(noise_power, str) and noise_power == "estimate"):
         return
-    if (isinstance(noise_power, bool) or not isinstance(noise_power, (int, float, np.integer, np.floating))
-            or not np.isfinite(noise_power) or noise_power <= 0):
+    if not _positive_finite(noise_power):
         raise ValueError(f"noise_power must be the noise power per IQ sample (a positive, finite number), "
                          f"'estimate' (measured on each capture) or None (the IQ as it is), got {noise_power!r}")
 

@@ -184,10 +184,15 @@ def sample_paths(out: Path, i: int) -> list[Path]:
     return [out / f"sample_{i:06d}.npz"]
 
 
-def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:
+def sample_capture(seed: int, i: int) -> tuple[np.ndarray, int, float]:
+    """Sample ``i`` of a set of ``seed`` before its spectrogram: (IQ, class index, in-band SNR dB)."""
     rng = sample_rng(seed, i)
     label = i % len(CLASSES)  # balanced classes whatever n is
     snr_db = float(rng.uniform(*SNR_RANGE))
-    iq = generate_signal(CLASSES[label], rng, snr_db)
+    return generate_signal(CLASSES[label], rng, snr_db), label, snr_db
+
+
+def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:
+    iq, label, snr_db = sample_capture(seed, i)
     x = np.ascontiguousarray(signal.spectrogram(iq, pre))
     save_npz(sample_paths(out, i)[0], x=x, label=np.int64(label), snr_db=np.float64(snr_db if label else np.nan))
