@@ -129,18 +129,19 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
     The model folder's int8 export is taken only if it has the ``int8_scope`` asked for. Every export
-    is taken only if it was made from the model's present weights (the ``source_sha256`` it records):
-    one made before the weights changed is stale, and is exported afresh into the work folder rather
+    is taken only if it was made from the model's present weights and config (the ``source_sha256``
+    and config it records): one made before either changed is stale, and is exported afresh into the work folder rather
     than timed. One that missed its parity tolerance is still timed (its speed is real) and its
     records say ``export_passed: false``; with random weights (a preset) int8 parity on noise often
     fails, and means nothing.
     """
     from radiofm.checkpoint import exports_dir, sha256_file
-    from radiofm.engines import recorded_source
+    from radiofm.engines import export_is_current
     from radiofm.export import read_report
     from radiofm.export.onnx import export
 
-    source_sha = sha256_file(subject.folder / "model.safetensors")
+    weights = subject.folder / "model.safetensors"
+    source_sha = sha256_file(weights)
     own_folder = exports_dir(subject.folder)
     own_report = read_report(own_folder)
     # Every export writes fp32 first: asking for fp32 last finds it already made.
@@ -151,10 +152,10 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
         own = own_report.get(precision, {})
         if own.get("file") != own_file.name:  # onnx.json speaks of another file (a rejected one): not this one
             own = {}
-        fresh = own_file.is_file() and recorded_source(own_file) == source_sha
+        fresh = own_file.is_file() and export_is_current(own_file, weights)
         if own_file.is_file() and not fresh:
-            log(f"{subject.name}: {own_file} is stale (exported from other weights than {subject.folder} holds "
-                f"now): a fresh export is timed instead")
+            log(f"{subject.name}: {own_file} is stale (exported from other weights or another config than "
+                f"{subject.folder} holds now): a fresh export is timed instead")
         if fresh and not static and own.get("scope", "partial") == scope:
             entry = {**own, "file": own_file.name}
             out = own_folder
@@ -163,7 +164,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
-                    or recorded_source(out / entry["file"]) != source_sha or entry.get("scope", "partial") != scope):
+                    or not export_is_current(out / entry["file"], weights) or entry.get("scope", "partial") != scope):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=16, batch_sizes=(1, 4), int8_scope=scope, log=lambda m: log(f"  {m}"))
@@ -182,9 +183,9 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
               log: Callable[[str], None]) -> None:
     """Build a TensorRT plan per precision into the work folder, for a batch profile spanning the
     benchmark's batch sizes, with ``radiofm.export.tensorrt.export_engine`` (which validates it against
-    torch). A plan there is reused if it was built from the same weights for a profile that covers
-    those batches, on this TensorRT and GPU. int8 plans come from a calibrated QDQ graph: ``calib``."""
-    from radiofm.checkpoint import sha256_file
+    torch). A plan there is reused if it was built from the same weights and config for a profile that
+    covers those batches, on this TensorRT and GPU. int8 plans come from a calibrated QDQ graph: ``calib``."""
+    from radiofm.engines import export_is_current
     from radiofm.export.tensorrt import (
         BatchProfile,
         EngineMismatch,
@@ -194,7 +195,7 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
         read_sidecar,
     )
 
-    source_sha = sha256_file(subject.folder / "model.safetensors")
+    weights = subject.folder / "model.safetensors"
     profile = BatchProfile(min(batches), max(batches), max(batches))
     for precision in precisions:
         out = work / f"{subject.folder.name}-trt-{precision}"
@@ -206,7 +207,7 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
         except (EngineMismatch, FileNotFoundError):
             sidecar = None
         covered = sidecar is not None and sidecar["profile"]["min"] <= profile.min and sidecar["profile"]["max"] >= profile.max
-        if not (covered and sidecar.get("source_sha256") == source_sha):
+        if not (covered and export_is_current(plan, weights)):
             log(f"{subject.name}: building TensorRT {precision}, batch {profile}, into {out}")
             try:
                 results, plan = export_engine(subject.folder, out, precision, profile, calib=calib, samples=16,

@@ -400,8 +400,11 @@ def export(
     if (task or cfg.task) not in OUTPUT_NAMES:
         raise ExportError(f"a {task or cfg.task!r} model has no deployable head; export a classify, segment or encode "
                           f"model (an MAE's encoder: --task encode)")
-    if task is not None and task != cfg.task and out is None:
-        raise ExportError(f"{folder} holds a {cfg.task} model; exporting it as {task!r} needs --out DIR")
+    if task is not None and task != cfg.task and (out is None or Path(out).resolve() in
+                                                  (folder.resolve(), exports_dir(folder).resolve())):
+        # the folder's own exports are of its own head: an encoder written there would stand for it
+        raise ExportError(f"{folder} holds a {cfg.task} model, and {exports_dir(folder)} holds the exports of "
+                          f"that head; exporting it as {task!r} needs --out DIR, another folder")
     model = load_model(folder, task=task)
     cfg = model.cfg
     # Read (and checked against the model: its kind of input, its channels) before any work is done.

@@ -3,7 +3,8 @@
 ``TorchEngine`` runs the safetensors model, ``OnnxEngine`` an exported ONNX file through ONNX Runtime
 (TensorRT, then CUDA, then CPU execution provider), ``TensorRTEngine`` a serialized TensorRT plan.
 Each imports its runtime lazily, so an application that runs ONNX never imports torch.
-``open_engine`` never opens an export made from other weights than the model folder's present ones.
+``open_engine`` never opens an export made from other weights, or under another config, than the model
+folder's present ones.
 Every engine is safe to call from many threads: ONNX Runtime sessions are; the others lock where
 the runtime is not (CUDA graphs, TensorRT execution contexts).
 """
@@ -495,21 +496,85 @@ def _refresh_command(name: str, export_file: Path, precision: str) -> str:
     return command
 
 
+def recorded_config(path) -> dict | None:
+    """The model config an export carries, as it records it: an ONNX file in its metadata, a TensorRT
+    plan in its sidecar; None where it records none (or cannot be read)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".plan":
+            config = json.loads(sidecar_path(path).read_text()).get("config")
+        else:
+            text = (onnx_metadata_props(path) or {}).get(ONNX_CONFIG_KEY)
+            config = None if text is None else json.loads(text)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+# which radiofm wrote a config, not what the model does: an export stays current across versions
+_PROVENANCE_KEYS = ("radiofm_version", "format_version")
+
+
+def _settings(config: dict) -> dict:
+    """A config's settings, defaults filled in as this radiofm reads them, flat with dotted keys
+    (``preprocess.stored_size``), provenance left out."""
+    flat = {}
+    for key, value in ModelConfig.from_dict(config).to_dict().items():
+        if key in _PROVENANCE_KEYS:
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def config_changes(export_file: Path, config_file: Path) -> list[str]:
+    """The settings in which ``config_file`` (a model folder's config.json) differs from the config
+    ``export_file`` was exported under, each as ``"key: <export's> -> <config.json's>"``. Empty where
+    they agree, or where either side cannot be read (the engine that opens it reports that)."""
+    recorded = recorded_config(export_file)
+    if recorded is None:
+        return []
+    try:
+        then = _settings(recorded)
+        now = _settings(json.loads(Path(config_file).read_text()))
+    except (OSError, TypeError, ValueError):
+        return []
+    return [f"{key}: {then.get(key)!r} -> {now.get(key)!r}" for key in now | then if then.get(key) != now.get(key)]
+
+
 def stale_reason(export_file: Path, weights: Path, name: str, precision: str) -> str | None:
     """Why ``export_file`` must not stand for the model whose weights are ``weights``: it records the
-    checksum of other weights (they changed since it was exported); None where it matches or records
-    none. The message names the file and the command that refreshes it."""
+    checksum of other weights (they changed since it was exported), or a config other than the
+    config.json beside ``weights`` (an export preprocesses and labels by the config it carries, so an
+    edited config.json would not reach it); None where both match, or it records neither. The message
+    names the file, what changed, and the command that refreshes it."""
     from radiofm.checkpoint import sha256_file
 
+    refresh = f"refresh it with `{_refresh_command(name, export_file, precision)}`"
     recorded = recorded_source(export_file)
-    if recorded is None:
-        return None
-    current = sha256_file(weights)
-    if recorded == current:
-        return None
-    return (f"{export_file} is stale: it was exported from weights with sha256 {recorded[:12]}, but {weights} "
-            f"(sha256 {current[:12]}) has changed since it was exported; refresh it with "
-            f"`{_refresh_command(name, export_file, precision)}`")
+    if recorded is not None:
+        current = sha256_file(weights)
+        if recorded != current:
+            return (f"{export_file} is stale: it was exported from weights with sha256 {recorded[:12]}, but {weights} "
+                    f"(sha256 {current[:12]}) has changed since it was exported; {refresh}")
+    config_file = weights.with_name("config.json")
+    changes = config_changes(export_file, config_file)
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        return (f"{export_file} is stale: {config_file} has changed since it was exported (export -> now: "
+                f"{shown}); {refresh}")
+    return None
+
+
+def export_is_current(export_file: Path, weights: Path) -> bool:
+    """``export_file`` records the checksum of ``weights`` and the config beside them: it was made from
+    this model as it is now (one that records no checksum is not known to be)."""
+    from radiofm.checkpoint import sha256_file
+
+    return (recorded_source(export_file) == sha256_file(weights)
+            and not config_changes(export_file, weights.with_name("config.json")))
 
 
 def failed_plan_reason(plan: Path, name: str, precision: str) -> str | None:
@@ -649,7 +714,8 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
     weights under another head (``"encode"`` opens an MAE or classifier folder as its encoder).
 
     Where the model's weights are at hand, an export made from other weights (its recorded
-    ``source_sha256`` is not the checksum of the present model.safetensors: they changed since) is
+    ``source_sha256`` is not the checksum of the present model.safetensors: they changed since) or
+    under another config (the one it carries differs from config.json: labels, preprocessing) is
     stale: auto passes over it, and a chosen ``onnx`` / ``trt`` engine refuses it with the command
     that refreshes it (see ``stale_reason``). A file with no weights beside it is taken as it is.
     """

@@ -159,22 +159,24 @@ def test_a_zoo_model_is_timed_on_the_export_radiofm_export_made(tmp_path, monkey
 
 
 @pytest.mark.skipif(not ONNX_EXPORT, reason="radiofm.export is not installed")
-def test_a_stale_export_beside_the_model_is_exported_afresh_not_timed(tmp_path):
-    """New weights in a folder whose model.onnx came from the old ones: bench must not time (and
-    report as passed) the old graph."""
+@pytest.mark.parametrize("change", ["weights", "config"])
+def test_a_stale_export_beside_the_model_is_exported_afresh_not_timed(tmp_path, change):
+    """New weights, or an edited config.json, in a folder whose model.onnx came from the old ones:
+    bench must not time (and report as passed) the old graph."""
     import torch
 
     from radiofm.benchmarks.bench import run_bench
     from radiofm.checkpoint import save_model, sha256_file
     from radiofm.config import preset
-    from radiofm.engines import recorded_source
+    from radiofm.engines import recorded_config, recorded_source
     from radiofm.export.onnx import export
     from radiofm.model import build_model
 
     cfg = preset("vit-micro", task="classify", num_classes=3)
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        folder = save_model(build_model(cfg), tmp_path / "m", cfg)
+        torch.manual_seed(seed if change == "weights" else 0)
+        folder = save_model(build_model(cfg), tmp_path / "m", cfg if seed == 0 or change == "weights"
+                            else cfg.replace(labels=["noise", "lte", "nr"]))
         if seed == 0:
             export(folder, samples=2, batch_sizes=(1,))
     lines = []
@@ -184,5 +186,6 @@ def test_a_stale_export_beside_the_model_is_exported_afresh_not_timed(tmp_path):
     timed = doc["models"][0]["onnx_files"]["fp32"]
     assert timed.startswith(str(tmp_path / "work")), timed
     assert recorded_source(timed) == sha256_file(folder / "model.safetensors")
+    assert recorded_config(timed)["labels"] == ([] if change == "weights" else ["noise", "lte", "nr"])
     assert any("stale" in line for line in lines) and any("exporting" in line for line in lines), lines
     assert doc["results"][0]["export_passed"] is True

@@ -280,6 +280,56 @@ def test_an_export_made_before_the_weights_changed_is_skipped_on_auto_and_refuse
     np.testing.assert_allclose(fresh.run(x)[0], new, rtol=0, atol=1e-7)
 
 
+def test_an_export_made_before_config_json_was_edited_is_skipped_on_auto_and_refused_when_chosen(tmp_path):
+    """An export preprocesses and labels by the config it carries: after config.json is edited (labels
+    renamed, the dB scaling changed) auto runs torch, which reads the edited file, and a chosen ONNX
+    engine is refused naming what changed. Which radiofm wrote the config does not make it stale."""
+    import json
+
+    from radiofm.export.onnx import export
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    export(folder, samples=2, batch_sizes=(1,))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "radiofm_version": "0.0.1", "format_version": 1}))
+    assert open_engine(folder).name == "onnx"  # provenance only: still current
+
+    edited = {**config, "labels": ["noise", "lte", "nr"], "preprocess": {**config["preprocess"], "offset": 120.0}}
+    (folder / "config.json").write_text(json.dumps(edited))
+    auto = open_engine(folder)
+    assert auto.name == "torch" and auto.cfg.labels == ["noise", "lte", "nr"]
+    stale = (rf"{tmp_path / 'm' / 'model.onnx'} is stale: {tmp_path / 'm' / 'config.json'} has changed since it "
+             rf"was exported \(export -> now: .*labels: \['a', 'b', 'c'\] -> \['noise', 'lte', 'nr'\].*"
+             rf"preprocess.offset: 155.8 -> 120.0.*\); refresh it with `radiofm export {folder} --precision fp32`")
+    with pytest.raises(ValueError, match=stale):
+        open_engine(folder, "onnx")
+    with pytest.raises(ValueError, match=stale):  # named directly, with the config beside it
+        open_engine(folder / "model.onnx")
+    with pytest.raises(ValueError, match="model.onnx is stale"):
+        Classifier.from_pretrained(folder, engine="onnx")
+
+    export(folder, samples=2, batch_sizes=(1,))  # refreshed: auto takes it again, with the new labels
+    fresh = open_engine(folder)
+    assert fresh.name == "onnx" and fresh.cfg.labels == ["noise", "lte", "nr"]
+
+
+def test_an_encoder_export_is_refused_into_the_folder_whose_exports_are_of_its_own_head(tmp_path):
+    """Written there, the encoder's model.onnx would replace the classifier's own."""
+    from radiofm.checkpoint import save_model
+    from radiofm.config import preset
+    from radiofm.export.onnx import ExportError, export
+    from radiofm.model import build_model
+
+    cfg = preset("vit-micro", task="classify", num_classes=3, pool="cls")  # a cls token: an encoder view
+    folder = save_model(build_model(cfg).eval(), tmp_path / "m", cfg)
+    for out in (None, folder, tmp_path / "m" / "." ):
+        with pytest.raises(ExportError, match=r"holds a classify model.*as 'encode' needs --out DIR, another folder"):
+            export(folder, out, task="encode", samples=2, batch_sizes=(1,))
+    assert not (folder / "model.onnx").exists()
+    export(folder, tmp_path / "encoder", task="encode", samples=2, batch_sizes=(1,))
+    assert open_engine(tmp_path / "encoder").cfg.task == "encode"
+
+
 def test_a_run_folder_retrained_after_its_export_runs_the_new_weights(tmp_path):
     from radiofm.export.onnx import export
 
@@ -328,9 +378,16 @@ def test_a_stale_plan_is_skipped_on_auto_and_refused_when_chosen(monkeypatch, tm
     (folder / "model.fp32.plan").write_bytes(b"placeholder")
     (folder / "model.fp32.plan.json").write_text(json.dumps({**sidecar, "precision": "fp32"}))
     assert open_engine(folder).name == "torch" and not opened  # the stale plan is passed over
-    (folder / "model.fp32.plan.json").write_text(json.dumps(
-        {**sidecar, "precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors")}))
+    current = {**sidecar, "precision": "fp32", "source_sha256": sha256_file(folder / "model.safetensors"),
+               "config": json.loads((folder / "config.json").read_text())}
+    (folder / "model.fp32.plan.json").write_text(json.dumps(current))
     assert open_engine(folder) is loaded and [p.name for p in opened] == ["model.fp32.plan"]
+    # The config the plan carries (it preprocesses and labels by it) is not config.json's any more.
+    (folder / "model.fp32.plan.json").write_text(json.dumps({**current, "config": {**current["config"], "labels": ["x", "y", "z"]}}))
+    assert open_engine(folder).name == "torch" and len(opened) == 1
+    with pytest.raises(ValueError, match=r"model.fp32.plan is stale: .*config.json has changed .*labels: \['x', 'y', 'z'\] "
+                                         r"-> \['a', 'b', 'c'\]"):
+        open_engine(folder, "trt", "cuda", "fp32")
 
 
 def test_a_plan_that_missed_its_tolerance_is_passed_over_on_auto_and_refused_when_chosen(monkeypatch, tmp_path):
