@@ -235,7 +235,7 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
 # --------------------------------------------------------------------------- the export command
 def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
                   calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
-                  timing_cache: str | os.PathLike | None = None, samples: int = 64, build_command: str = "",
+                  timing_cache: str | os.PathLike | None = None, samples: int | None = None, build_command: str = "",
                   log=lambda _: None, int8_scope: str = "partial", variable_length: bool = False):
     """ONNX export (validated) -> TensorRT engine -> parity with torch, recorded in the sidecar.
 
@@ -275,7 +275,7 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     engine = build_engine(onnx_file, precision, profile, onnx_file.parent, workspace_gib, timing_cache, build_command)
 
     model = load_model(resolve_model_dir(source))
-    val = validation_set(model.cfg, samples)
+    val = validation_set(model.cfg, samples or onnx_export.default_samples(model.cfg))
     reference = onnx_export.run_torch(model, val.images)
     loaded = TensorRTEngine(engine)
 

@@ -42,7 +42,7 @@ def exported(model: str, precision: str, console: Console) -> Path:
     report = read_report(folder) if folder.is_dir() else {}
     if not all(p in report for p in wanted):
         start = time.perf_counter()
-        export(src, folder, precision=precision, samples=32, batch_sizes=(1, 7))
+        export(src, folder, precision=precision, batch_sizes=(1, 7))
         console.print(f"  {model}: exported ONNX {'/'.join(wanted)} to {folder} in "
                       f"{time.perf_counter() - start:.1f} s, validated against torch")
         report = read_report(folder)

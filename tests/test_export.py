@@ -288,6 +288,18 @@ def test_calibration_set_reads_a_dataset_folder_as_model_input(tmp_path):
     assert other.targets is None  # labels in another order would score the wrong classes
 
 
+def test_a_classifier_is_checked_on_enough_samples_for_its_agreement_bounds(classifier_dir, tmp_path):
+    """On 64 samples 99 % agreement means 100 %: one capture whose own fp32 decision was a near tie
+    (top two logits 0.2 apart) failed the zoo classifier's int8 export on an AVX-512 VNNI CPU. Unless
+    told otherwise, the API and the CLI check a classifier on 256 samples."""
+    fp32, = export(classifier_dir, tmp_path / "api", batch_sizes=(16,))
+    assert fp32.entry["validation"]["samples"] == 256
+    ok = runner.invoke(app, ["export", str(classifier_dir), "--out", str(tmp_path / "cli")], terminal_width=200)
+    assert ok.exit_code == 0, ok.output
+    assert "validation set: 256 samples" in ok.output
+    assert json.loads((tmp_path / "cli" / "onnx.json").read_text())["fp32"]["validation"]["samples"] == 256
+
+
 def test_cli_export_prints_parity_and_fails_a_missed_tolerance(classifier_dir, tmp_path):
     ok = runner.invoke(app, ["export", str(classifier_dir), "--samples", "8", "--out", str(tmp_path)],
                        terminal_width=200)
