@@ -194,11 +194,10 @@ def _engine_rows() -> list[tuple[str, str, str]]:
 
 
 def _cpu_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from radiofm.benchmarks.machine import cpu_info
+
+    flags = cpu_info()["flags"]
+    return flags["avx512_bf16"] or flags["amx_bf16"]
 
 
 @app.command()
@@ -235,7 +234,27 @@ def info(models: bool = typer.Option(False, "--models", help="List the model pre
     for row in _engine_rows():
         engines.add_row(*row)
     console.print(engines)
+    cpu_line, cpu_table = _cpu_table()
+    console.print(cpu_line)
+    console.print(cpu_table)
     console.print(f"zoo models: {', '.join(zoo_names()) or 'none'}")
+
+
+def _cpu_table() -> tuple[str, Table]:
+    """The CPU, and the unit and nominal peak each precision gets on it (radiofm.benchmarks.machine)."""
+    from radiofm.benchmarks.machine import cpu_info, cpu_peak
+
+    cpu = cpu_info()
+    clock = f", {cpu['mhz']:.0f} MHz" if cpu["mhz"] else ""
+    table = Table()
+    for col in ("precision", "unit", "nominal peak"):
+        table.add_column(col, justify="right" if col == "nominal peak" else "left")
+    for precision in ("fp32", "bf16", "int8"):
+        peak = cpu_peak(cpu, precision)
+        unit = "TOP/s" if precision == "int8" else "TFLOP/s"
+        table.add_row(precision, peak["peak_unit"],
+                      f"{peak['peak_gflops'] / 1e3:.2f} {unit}" if peak["peak_gflops"] else "clock unknown")
+    return f"cpu: {cpu['model']}, {cpu['cores']} cores{clock}", table
 
 
 # --------------------------------------------------------------------------- convert

@@ -25,6 +25,18 @@ def test_info_reports_versions_and_engines():
     assert "torch" in result.output and "onnxruntime" in result.output and "trt" in result.output
 
 
+def test_info_names_the_cpu_and_the_unit_each_precision_runs_on():
+    from radiofm.benchmarks.machine import cpu_info, cpu_ops_per_cycle
+
+    result = runner.invoke(app, ["info"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    cpu = cpu_info()
+    assert f"{cpu['cores']} cores" in result.output
+    for precision in ("fp32", "bf16", "int8"):
+        line = next(l for l in result.output.splitlines() if l.strip("│ ").startswith(precision + " "))
+        assert cpu_ops_per_cycle(cpu, precision)[1] in line, line
+
+
 def test_convert_reads_task_and_classes_from_the_checkpoint(tmp_path):
     import torch
 
