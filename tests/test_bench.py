@@ -1,5 +1,6 @@
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,9 @@ def test_a_stale_export_beside_the_model_is_exported_afresh_not_timed(tmp_path, 
     assert recorded_config(timed)["labels"] == ([] if change == "weights" else ["noise", "lte", "nr"])
     assert any("stale" in line for line in lines) and any("exporting" in line for line in lines), lines
     assert doc["results"][0]["export_passed"] is True
+    # validated as `radiofm export` validates a trained classifier, not on a handful of inputs
+    from radiofm.export import read_report
+    from radiofm.export.onnx import default_samples
+
+    entry = read_report(Path(timed).parent)["fp32"]
+    assert entry["validation"]["samples"] == default_samples(cfg)
