@@ -56,7 +56,7 @@ class BenchSettings:
     data: str | None = None  # test set folder: accuracy and agreement with fp32 per engine and precision
     limit: int = 512  # test samples scored at most
     calib: str | None = None  # dataset folder: int8 exports become static QDQ calibrated on it
-    int8_scope: str = "partial"  # what int8 exports quantise: partial | full (radiofm.export.onnx.int8_nodes)
+    int8_scope: str = "full"  # what int8 exports quantise: full | partial (radiofm.export.onnx.int8_nodes)
     work: str | None = None  # keeps built models and exports for the next run; a temporary folder if None
     timeout_s: float = 1800.0  # per child process
 
@@ -122,6 +122,12 @@ def prepare_subject(name: str, work: Path, log: Callable[[str], None]) -> Subjec
     return Subject(name, folder, load_config(folder), "trained")
 
 
+def export_scope(entry: dict[str, Any], precision: str) -> str | None:
+    """The int8 scope an ``onnx.json`` entry was exported with (entries from before scopes existed are
+    partial ones); None for the other precisions."""
+    return entry.get("scope", "partial") if precision == "int8" else None
+
+
 def validation_samples(subject: Subject) -> int | None:
     """How many inputs an export made for timing is validated on: a trained model's as ``radiofm
     export`` checks it (None: 256 for a classifier), so ``export_passed`` means what it means there (on
@@ -131,7 +137,7 @@ def validation_samples(subject: Subject) -> int | None:
 
 
 def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
-               log: Callable[[str], None], int8_scope: str = "partial") -> None:
+               log: Callable[[str], None], int8_scope: str = "full") -> None:
     """Find or make the ONNX file per precision: the model's own export if it has one (beside it, or
     for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
     work folder through ``radiofm.export`` (the folder the user gave is left alone).
@@ -155,7 +161,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     # Every export writes fp32 first: asking for fp32 last finds it already made.
     for precision in sorted(precisions, key=lambda p: p == "fp32"):
         static = precision == "int8" and calib is not None
-        scope = int8_scope if precision == "int8" else "partial"
+        scope = int8_scope if precision == "int8" else None
         own_file = own_folder / ONNX_FILES[precision]
         own = own_report.get(precision, {})
         if own.get("file") != own_file.name:  # onnx.json speaks of another file (a rejected one): not this one
@@ -164,7 +170,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
         if own_file.is_file() and not fresh:
             log(f"{subject.name}: {own_file} is stale (exported from other weights or another config than "
                 f"{subject.folder} holds now): a fresh export is timed instead")
-        if fresh and not static and own.get("scope", "partial") == scope:
+        if fresh and not static and export_scope(own, precision) == scope:
             entry = {**own, "file": own_file.name}
             out = own_folder
         else:
@@ -172,7 +178,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
-                    or not export_is_current(out / entry["file"], weights) or entry.get("scope", "partial") != scope):
+                    or not export_is_current(out / entry["file"], weights) or export_scope(entry, precision) != scope):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=validation_samples(subject), batch_sizes=(1, 4), int8_scope=scope,
@@ -185,7 +191,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
         subject.onnx[precision] = out / entry["file"]
         subject.export_info[precision] = {"export_passed": entry.get("passed"), "export_method": entry.get("method")}
         if precision == "int8":
-            subject.export_info[precision]["int8_scope"] = entry.get("scope", "partial")
+            subject.export_info[precision]["int8_scope"] = export_scope(entry, precision)
 
 
 def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work: Path, calib: str | None,

@@ -66,7 +66,7 @@ def _engine(r: dict[str, Any]) -> str:
 
 
 def _precision(r: dict[str, Any]) -> str:
-    details = ([r["export_method"]] if r.get("export_method") else []) + (["full"] if r.get("int8_scope") == "full" else [])
+    details = ([r["export_method"]] if r.get("export_method") else []) + ([r["int8_scope"]] if r.get("int8_scope") else [])
     return r["precision"] + (f" ({', '.join(details)})" if details else "")
 
 

@@ -733,16 +733,17 @@ def export_(
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
     variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX and TensorRT)."),
-    int8_scope: str = typer.Option("partial", "--int8-scope", help="int8: partial (MLP and attention products) | full (also qkv and output projections, after smoothing)."),
+    int8_scope: Optional[str] = typer.Option(None, "--int8-scope", show_default="full",
+                                             help="int8: full (MLP, attention products, qkv and output projections, after smoothing) | partial (MLP and attention products); partial is the default with --calib and --variable-length together."),
 ):
     """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
     if engine not in ("onnx", "trt"):
         fail(f"--engine must be onnx or trt, got {engine!r}")
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    if int8_scope not in ("partial", "full"):
+    if int8_scope is not None and int8_scope not in ("partial", "full"):
         fail(f"--int8-scope must be partial or full, got {int8_scope!r}")
-    if int8_scope != "partial" and precision != "int8":
+    if int8_scope is not None and precision != "int8":
         fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
     need_at_least("--atol", atol, 0)
     need_at_least("--samples", samples, 1)
@@ -760,7 +761,7 @@ def export_(
         else:
             profile = parse_batch_profile(batch)
             command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
-                f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope != "partial" else "") + (
+                f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope else "") + (
                 " --variable-length" if variable_length else "")
             results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
                                           samples, command, log, int8_scope=int8_scope, variable_length=variable_length)
@@ -799,7 +800,7 @@ def _print_parity(entries: list[dict], paths: list[Path]) -> None:
     for entry in entries:
         if entry.get("accuracy_change") is not None:
             acc = entry["accuracy"]
-            console.print(f"int8 ({entry['method']}, {entry.get('scope') or 'partial'} scope) accuracy on {acc['data']}: torch fp32 "
+            console.print(f"int8 ({entry['method']}, {entry.get('scope')} scope) accuracy on {acc['data']}: torch fp32 "
                           f"{100 * acc['torch_fp32']:.2f} %, int8 {100 * acc['onnx_int8']:.2f} % "
                           f"(change {100 * entry['accuracy_change']:+.2f} points)")
 
@@ -818,7 +819,7 @@ def bench(
     data: Optional[Path] = typer.Option(None, "--data", help="Test set folder: score each engine and precision on it."),
     limit: int = typer.Option(512, "--limit", help="Test samples scored at most."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 exports become static QDQ."),
-    int8_scope: str = typer.Option("partial", "--int8-scope", help="int8 exports: partial | full (also qkv and output projections, smoothed)."),
+    int8_scope: str = typer.Option("full", "--int8-scope", help="int8 exports: full (also qkv and output projections, smoothed) | partial."),
     work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),

@@ -489,8 +489,8 @@ def _refresh_command(name: str, export_file: Path, precision: str) -> str:
     command = _export_command(name, precision)
     if entry.get("method") == "static":
         command += " --calib DATASET"
-    if entry.get("scope") == "full":
-        command += " --int8-scope full"
+    if precision == "int8" and entry.get("scope", "partial") == "partial":  # not the default scope
+        command += " --int8-scope partial"
     if KEY_PADDING in (entry.get("inputs") or []):
         command += " --variable-length"
     return command

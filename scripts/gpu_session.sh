@@ -168,14 +168,14 @@ xeon)
     test_set
     lscpu | grep "^Model name" || true
     echo "flags: $(grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-    # The ONNX exports on every core (the bench takes a model folder's own exports, and full-scope
+    # The ONNX exports on every core (the bench takes a model folder's own exports, and partial-scope
     # int8 from its --work folder; an int8 export writes the fp32 file it derives from too), the
     # timed runs on two.
     bench_work="$WORK/bench-work"
     rm -rf "$bench_work" && mkdir -p "$bench_work"
     rfm export "$model" -p int8 2>&1 | tail -3 || echo "xeon export failed"
-    rfm export "$model" -p int8 --int8-scope full -o "$bench_work/$(basename "$model")-onnx-full" 2>&1 | tail -3 \
-        || echo "xeon full-scope export failed"
+    rfm export "$model" -p int8 --int8-scope partial -o "$bench_work/$(basename "$model")-onnx" 2>&1 | tail -3 \
+        || echo "xeon partial-scope export failed"
     # Two logical CPUs on different physical cores: on hosts that number SMT siblings next to each
     # other, "0,1" would be one core's two hyperthreads.
     cpus="$("$PY" - <<'PYEOF'
@@ -202,10 +202,10 @@ PYEOF
     (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e torch -e onnx -p fp32 -p bf16 -p int8 -b 1 \
         --threads 2 -n "${REPEAT:-50}" --data "$WORK/signals-test" --limit "${LIMIT:-800}" --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.json" \
         --plot "$OUT/bench-xeon-2core-$STAMP-vit-s-signals.png") || echo "xeon bench failed"
-    # int8 of every block MatMul (qkv and output projections too, smoothed), against ONNX fp32.
-    (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e onnx -p fp32 -p int8 --int8-scope full -b 1 \
+    # int8 of the MLP MatMuls only (qkv and output projections float), against ONNX fp32.
+    (cd "$WORK" && $pin "$PY" -m radiofm.cli bench "$model" -e onnx -p fp32 -p int8 --int8-scope partial -b 1 \
         --threads 2 -n "${REPEAT:-50}" --data "$WORK/signals-test" --limit "${LIMIT:-800}" --work "$bench_work" \
-        --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals-int8-full.json") || echo "xeon full-scope bench failed"
+        --json "$OUT/bench-xeon-2core-$STAMP-vit-s-signals-int8-partial.json") || echo "xeon partial-scope bench failed"
     ;;
 *)
     echo "usage: $0 wheels [PARTS_DIR] | kernels | check | train | xeon | unpack PARTS_DIR MODEL_DIR (phases may be chained)" >&2

@@ -44,18 +44,22 @@ def test_bench_cli_writes_json_table_and_plot(tmp_path):
 
 
 @pytest.mark.skipif(not ONNX_EXPORT, reason="radiofm.export is not installed")
-def test_int8_scope_reaches_the_export_the_records_and_the_table(tmp_path):
+@pytest.mark.parametrize("scope", [None, "partial"])
+def test_int8_scope_reaches_the_export_the_records_and_the_table(tmp_path, scope):
     from radiofm.benchmarks.bench import run_bench
     from radiofm.benchmarks.report import markdown
 
-    settings = BenchSettings(["vit-micro"], ["onnx"], ["int8"], warmup=0, repeat=1, threads=1,
-                             int8_scope="full", work=str(tmp_path))
+    settings = BenchSettings(["vit-micro"], ["onnx"], ["int8"], warmup=0, repeat=1, threads=1, work=str(tmp_path),
+                             **({"int8_scope": scope} if scope else {}))
     doc = run_bench(settings, log=lambda _: None)
     record, = doc["results"]
-    assert record["int8_scope"] == "full" and record["export_method"] == "dynamic"
-    report = json.loads((tmp_path / "vit-micro-onnx-full" / "onnx.json").read_text())
-    assert report["int8"]["scope"] == "full" and report["int8"]["smoothing"]["alpha"] > 0
-    assert "| int8 (dynamic, full) |" in markdown(doc)
+    expected = scope or "full"  # the default, as radiofm export's
+    assert record["int8_scope"] == expected and record["export_method"] == "dynamic"
+    report = json.loads((tmp_path / ("vit-micro-onnx-full" if expected == "full" else "vit-micro-onnx")
+                         / "onnx.json").read_text())
+    assert report["int8"]["scope"] == expected
+    assert (report["int8"]["smoothing"]["alpha"] > 0) if expected == "full" else report["int8"]["smoothing"] is None
+    assert f"| int8 (dynamic, {expected}) |" in markdown(doc)
 
 
 def test_unsupported_pairs_are_skipped_with_a_reason():

@@ -280,6 +280,20 @@ def test_an_export_made_before_the_weights_changed_is_skipped_on_auto_and_refuse
     np.testing.assert_allclose(fresh.run(x)[0], new, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("scope", [None, "partial"])
+def test_a_stale_int8_export_is_refreshed_with_its_own_scope(tmp_path, scope):
+    """The command a stale int8 export names makes the same kind of file again: partial scope is not the
+    default, so it is spelled out; the default (full) needs no option."""
+    from radiofm.export.onnx import export
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    export(folder, precision="int8", samples=4, batch_sizes=(1,), int8_scope=scope, atol=None)
+    _classifier_folder(folder, seed=1)
+    command = f"radiofm export {folder} --precision int8" + (" --int8-scope partial" if scope else "")
+    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{command}`"):
+        open_engine(folder, "onnx", precision="int8")
+
+
 def test_an_export_made_before_config_json_was_edited_is_skipped_on_auto_and_refused_when_chosen(tmp_path):
     """An export preprocesses and labels by the config it carries: after config.json is edited (labels
     renamed, the dB scaling changed) auto runs torch, which reads the edited file, and a chosen ONNX

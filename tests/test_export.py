@@ -175,8 +175,8 @@ def test_smoothing_keeps_the_function_and_evens_out_outlier_channels(classifier_
 
 
 def test_int8_full_scope_quantises_the_projections_and_keeps_agreement(classifier_dir, test_set, tmp_path):
-    _, partial = export(classifier_dir, tmp_path / "partial", "int8", validation=test_set)
-    _, full = export(classifier_dir, tmp_path / "full", "int8", validation=test_set, int8_scope="full")
+    _, partial = export(classifier_dir, tmp_path / "partial", "int8", validation=test_set, int8_scope="partial")
+    _, full = export(classifier_dir, tmp_path / "full", "int8", validation=test_set)  # full is the default
     check_parity(full, agreement=0.99)
     assert partial.entry["scope"] == "partial" and partial.entry["smoothing"] is None
     assert full.entry["scope"] == "full" and full.entry["smoothing"]["alpha"] == 0.8
@@ -449,9 +449,25 @@ def test_variable_length_export_takes_a_mask_and_validates_padded_input(classifi
         OnnxEngine(plain.path).run(test_set.images[:2], mask[:2])
 
     x, y = bands(64, seed=3)
+    logged = []
     _, static = export(classifier_dir, tmp_path / "vl", "int8", validation=test_set, calib=Samples(x, y, "band calib"),
-                       variable_length=True)
+                       variable_length=True, log=logged.append)
     assert static.passed and static.entry["parity"]["padded"]["agreement"] >= 0.99
+    # Calibrated on full-length captures, a variable-length graph defaults to the partial scope, and says so.
+    assert static.entry["scope"] == "partial"
+    assert any("partial scope, the default for a calibrated variable-length export" in line for line in logged)
+    # Asked for, full scope is what it gets, even there.
+    _, full = export(classifier_dir, tmp_path / "vl-full", "int8", validation=test_set, calib=Samples(x, y, "band calib"),
+                     variable_length=True, int8_scope="full")
+    assert full.entry["scope"] == "full" and full.entry["inputs"] == ["images", "key_padding"]
+
+
+def test_int8_scope_defaults_to_full_but_for_a_calibrated_variable_length_export():
+    from radiofm.export.onnx import DEFAULT_INT8_SCOPE, default_int8_scope
+
+    assert DEFAULT_INT8_SCOPE == "full"
+    assert [default_int8_scope(static, vl) for static in (False, True) for vl in (False, True)] == [
+        "full", "full", "full", "partial"]
 
 
 def test_tensorrt_profile_covers_every_input_on_its_batch_axis():
