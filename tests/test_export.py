@@ -453,21 +453,20 @@ def test_variable_length_export_takes_a_mask_and_validates_padded_input(classifi
     _, static = export(classifier_dir, tmp_path / "vl", "int8", validation=test_set, calib=Samples(x, y, "band calib"),
                        variable_length=True, log=logged.append)
     assert static.passed and static.entry["parity"]["padded"]["agreement"] >= 0.99
-    # Calibrated on full-length captures, a variable-length graph defaults to the partial scope, and says so.
+    # A variable-length export defaults to the partial scope, and says so; full is there when asked.
     assert static.entry["scope"] == "partial"
-    assert any("partial scope, the default for a calibrated variable-length export" in line for line in logged)
-    # Asked for, full scope is what it gets, even there.
+    assert any("partial scope, the default for a variable-length export" in line for line in logged)
     _, full = export(classifier_dir, tmp_path / "vl-full", "int8", validation=test_set, calib=Samples(x, y, "band calib"),
                      variable_length=True, int8_scope="full")
-    assert full.entry["scope"] == "full" and full.entry["inputs"] == ["images", "key_padding"]
+    assert full.entry["scope"] == "full" and "padded" in full.entry["parity"]
 
 
-def test_int8_scope_defaults_to_full_but_for_a_calibrated_variable_length_export():
-    from radiofm.export.onnx import DEFAULT_INT8_SCOPE, default_int8_scope
-
-    assert DEFAULT_INT8_SCOPE == "full"
-    assert [default_int8_scope(static, vl) for static in (False, True) for vl in (False, True)] == [
-        "full", "full", "full", "partial"]
+def test_an_int8_export_that_misses_names_its_scope_and_the_other(classifier_dir, tmp_path):
+    result = runner.invoke(app, ["export", str(classifier_dir), "-p", "int8", "--atol", "1e-9", "--samples", "16",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "export missed its tolerance" in out and "int8 in full scope; --int8-scope partial quantises differently" in out
 
 
 def test_tensorrt_profile_covers_every_input_on_its_batch_axis():
