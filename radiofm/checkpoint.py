@@ -32,9 +32,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _naming(e, path) from e
-    os.close(fd)
     tmp = Path(tmp)
-    try:
+    try:  # from here on an interrupt (Ctrl-C reaching a worker mid-write) removes the temporary file
+        os.close(fd)
         yield tmp
         try:
             with open(tmp, "rb+") as f:
