@@ -62,12 +62,13 @@ DEFAULT_INT8_SCOPE = "full"
 # against 100 % in partial (AVX-512 EPYC, 2026-12-06; docs/export.md has the static figures).
 VARIABLE_LENGTH_INT8_SCOPE = "partial"
 
+BATCH_SIZES = (1, 2, 7, 16)
+FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
+
 
 def default_int8_scope(variable_length: bool) -> str:
     """The scope of an int8 export that asks for none."""
     return VARIABLE_LENGTH_INT8_SCOPE if variable_length else DEFAULT_INT8_SCOPE
-BATCH_SIZES = (1, 2, 7, 16)
-FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
 
 
 @dataclass(frozen=True)

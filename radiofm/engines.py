@@ -489,9 +489,12 @@ def _refresh_command(name: str, export_file: Path, precision: str) -> str:
     command = _export_command(name, precision)
     if entry.get("method") == "static":
         command += " --calib DATASET"
-    if precision == "int8" and entry.get("scope", "partial") == "partial":  # not the default scope
-        command += " --int8-scope partial"
-    if KEY_PADDING in (entry.get("inputs") or []):
+    variable_length = KEY_PADDING in (entry.get("inputs") or [])
+    # The scope is spelled out where it is not the default (radiofm.export.onnx.default_int8_scope:
+    # full, partial for a variable-length export); entries from before scopes existed are partial.
+    if precision == "int8" and entry.get("scope", "partial") != ("partial" if variable_length else "full"):
+        command += f" --int8-scope {entry.get('scope', 'partial')}"
+    if variable_length:
         command += " --variable-length"
     return command
 
