@@ -13,7 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from radiofm.engines import INPUT_NAME, KEY_PADDING, ONNX_FILES, OUTPUT_NAMES  # noqa: F401  (the SDK's contract, re-exported)
+from radiofm.engines import (  # noqa: F401  (the SDK's contract, re-exported)
+    DEFAULT_INT8_SCOPE,
+    INPUT_NAME,
+    KEY_PADDING,
+    ONNX_FILES,
+    OUTPUT_NAMES,
+    VARIABLE_LENGTH_INT8_SCOPE,
+    default_int8_scope,
+)
 from radiofm.engines import ONNX_CONFIG_KEY as KEY_CONFIG
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -36,6 +36,7 @@ from radiofm.checkpoint import WEIGHTS_FILE, exports_dir, load_config, load_mode
 from radiofm.config import ModelConfig
 
 from .metadata import (
+    DEFAULT_INT8_SCOPE,
     INPUT_NAME,
     KEY_CONFIG,
     KEY_PADDING,
@@ -45,6 +46,7 @@ from .metadata import (
     ONNX_FILES,
     OUTPUT_NAMES,
     PRECISIONS,
+    default_int8_scope,
     update_report,
     utc_now,
 )
@@ -52,23 +54,10 @@ from .samples import Samples, calibration_set, validation_set
 
 DEFAULT_OPSET = 17  # the first opset with a single LayerNormalization op
 INT8_SCOPES = ("partial", "full")
-# full: on a 2-core Xeon with AMX, vit-s int8 at batch 1 took 19.2 ms in full scope against 32.8 ms in
-# partial, with 99.8 % against 100 % agreement on 800 captures; on a 2-core AVX2 EPYC the two were
-# within run-to-run noise (87-100 against 96-111 ms) at 99.75 % against 99.50 %; on a 2-core EPYC with
-# AVX-512 VNNI, 15.6-17.3 against 22.7-26.2 ms (docs/export.md).
-DEFAULT_INT8_SCOPE = "full"
-# Variable-length exports default to partial: padded, shorter captures carry near-tied decisions, and
-# signals-nano's dynamic int8 kept 98.44 % of 256 padded ones in full scope, under the 99 % bound,
-# against 100 % in partial (AVX-512 EPYC, 2026-12-06; docs/export.md has the static figures).
-VARIABLE_LENGTH_INT8_SCOPE = "partial"
 
 BATCH_SIZES = (1, 2, 7, 16)
 FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
 
-
-def default_int8_scope(variable_length: bool) -> str:
-    """The scope of an int8 export that asks for none."""
-    return VARIABLE_LENGTH_INT8_SCOPE if variable_length else DEFAULT_INT8_SCOPE
 
 
 @dataclass(frozen=True)

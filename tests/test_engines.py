@@ -1,14 +1,16 @@
 """The SDK's engines agree: torch and ONNX Runtime on the bundled models, on freshly generated data."""
 
+import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from radiofm import Classifier, Encoder, Segmenter
-from radiofm.engines import open_engine
+from radiofm.engines import KEY_PADDING, open_engine
 
 
 @pytest.fixture(scope="module")
@@ -280,17 +282,55 @@ def test_an_export_made_before_the_weights_changed_is_skipped_on_auto_and_refuse
     np.testing.assert_allclose(fresh.run(x)[0], new, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("scope", [None, "partial"])
-def test_a_stale_int8_export_is_refreshed_with_its_own_scope(tmp_path, scope):
-    """The command a stale int8 export names makes the same kind of file again: partial scope is not the
-    default, so it is spelled out; the default (full) needs no option."""
+@pytest.mark.parametrize("variable_length, scope, options", [
+    (False, None, ""),
+    (False, "partial", " --int8-scope partial"),
+    (True, None, " --variable-length"),
+    (True, "full", " --int8-scope full --variable-length"),
+])
+def test_a_stale_int8_export_is_refreshed_with_its_own_scope(tmp_path, variable_length, scope, options):
+    """The command a stale int8 export names makes the same kind of file again: the scope is spelled out
+    where it is not that export's default (full; partial for a variable-length export), and the command
+    it names does make that scope when run."""
+    import json
+    import shlex
+
+    from radiofm.cli import app
     from radiofm.export.onnx import export
 
     folder = _classifier_folder(tmp_path / "m", seed=0)
-    export(folder, precision="int8", samples=4, batch_sizes=(1,), int8_scope=scope, atol=None)
+    export(folder, precision="int8", samples=4, batch_sizes=(1,), int8_scope=scope, atol=None,
+           variable_length=variable_length)
+    made = json.loads((folder / "onnx.json").read_text())["int8"]["scope"]
     _classifier_folder(folder, seed=1)
-    command = f"radiofm export {folder} --precision int8" + (" --int8-scope partial" if scope else "")
-    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{command}`"):
+    command = f"radiofm export {folder} --precision int8{options}"
+    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
+        open_engine(folder, "onnx", precision="int8")
+
+    result = CliRunner().invoke(app, [*shlex.split(command)[1:], "--samples", "4"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((folder / "onnx.json").read_text())["int8"]
+    assert entry["scope"] == made and (KEY_PADDING in entry["inputs"]) == variable_length
+    assert open_engine(folder, "onnx", precision="int8").name == "onnx"
+
+
+@pytest.mark.parametrize("variable_length, options", [(False, " --int8-scope partial"), (True, " --variable-length")])
+def test_an_int8_export_recorded_before_scopes_existed_is_refreshed_as_partial(tmp_path, variable_length, options):
+    """An onnx.json entry with no scope comes from before there was a choice, when int8 was partial: its
+    refresh command keeps it partial, which needs the option only where partial is not the default."""
+    import json
+
+    from radiofm.export.onnx import export
+
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    export(folder, precision="int8", samples=4, batch_sizes=(1,), int8_scope="partial", atol=None,
+           variable_length=variable_length)
+    report = json.loads((folder / "onnx.json").read_text())
+    del report["int8"]["scope"]
+    (folder / "onnx.json").write_text(json.dumps(report))
+    _classifier_folder(folder, seed=1)
+    command = f"radiofm export {folder} --precision int8{options}"
+    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
         open_engine(folder, "onnx", precision="int8")
 
 
