@@ -19,7 +19,6 @@ from radiofm.engines import (  # noqa: F401  (the SDK's contract, re-exported)
     KEY_PADDING,
     ONNX_FILES,
     OUTPUT_NAMES,
-    VARIABLE_LENGTH_INT8_SCOPE,
     default_int8_scope,
 )
 from radiofm.engines import ONNX_CONFIG_KEY as KEY_CONFIG

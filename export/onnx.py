@@ -59,7 +59,6 @@ BATCH_SIZES = (1, 2, 7, 16)
 FP32_OPS = ("LayerNormalization", "Softmax", "Pow")
 
 
-
 @dataclass(frozen=True)
 class Tolerance:
     """What an export must reach at every batch size; None = not checked for this precision.

@@ -507,8 +507,9 @@ def _refresh_command(name: str, export_file: Path, precision: str) -> str:
     variable_length = KEY_PADDING in (entry.get("inputs") or [])
     # The scope is spelled out where it is not the export's default; entries from before scopes existed
     # are partial.
-    if precision == "int8" and entry.get("scope", "partial") != default_int8_scope(variable_length):
-        command += f" --int8-scope {entry.get('scope', 'partial')}"
+    scope = entry.get("scope", "partial")
+    if precision == "int8" and scope != default_int8_scope(variable_length):
+        command += f" --int8-scope {scope}"
     if variable_length:
         command += " --variable-length"
     return command
