@@ -24,7 +24,7 @@ import numpy as np
 
 from radiofm.checkpoint import load_config, resolve_model_dir
 from radiofm.config import PRESET_NAMES, ModelConfig, preset
-from radiofm.engines import ONNX_FILES
+from radiofm.engines import DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES
 
 from .machine import cpu_peak, describe_machine, gpu_peak, load_average
 
@@ -56,7 +56,7 @@ class BenchSettings:
     data: str | None = None  # test set folder: accuracy and agreement with fp32 per engine and precision
     limit: int = 512  # test samples scored at most
     calib: str | None = None  # dataset folder: int8 exports become static QDQ calibrated on it
-    int8_scope: str = "full"  # what int8 exports quantise: full | partial (radiofm.export.onnx.int8_nodes)
+    int8_scope: str = DEFAULT_INT8_SCOPE  # what int8 exports quantise: one of INT8_SCOPES
     work: str | None = None  # keeps built models and exports for the next run; a temporary folder if None
     timeout_s: float = 1800.0  # per child process
 
@@ -76,8 +76,8 @@ class BenchSettings:
             raise BenchError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise BenchError("--threads must be at least 1")
-        if self.int8_scope not in ("partial", "full"):
-            raise BenchError(f"--int8-scope must be partial or full, got {self.int8_scope!r}")
+        if self.int8_scope not in INT8_SCOPES:
+            raise BenchError(f"--int8-scope must be one of {', '.join(INT8_SCOPES)}, got {self.int8_scope!r}")
 
 
 @dataclass
@@ -137,7 +137,7 @@ def validation_samples(subject: Subject) -> int | None:
 
 
 def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
-               log: Callable[[str], None], int8_scope: str = "full") -> None:
+               log: Callable[[str], None], int8_scope: str = DEFAULT_INT8_SCOPE) -> None:
     """Find or make the ONNX file per precision: the model's own export if it has one (beside it, or
     for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
     work folder through ``radiofm.export`` (the folder the user gave is left alone).

@@ -15,6 +15,7 @@ from typing import Any
 
 from radiofm.engines import (  # noqa: F401  (the SDK's contract, re-exported)
     DEFAULT_INT8_SCOPE,
+    INT8_SCOPES,
     INPUT_NAME,
     KEY_PADDING,
     ONNX_FILES,

@@ -37,6 +37,7 @@ from radiofm.config import ModelConfig
 
 from .metadata import (
     DEFAULT_INT8_SCOPE,
+    INT8_SCOPES,
     INPUT_NAME,
     KEY_CONFIG,
     KEY_PADDING,
@@ -53,7 +54,6 @@ from .metadata import (
 from .samples import Samples, calibration_set, validation_set
 
 DEFAULT_OPSET = 17  # the first opset with a single LayerNormalization op
-INT8_SCOPES = ("partial", "full")
 
 BATCH_SIZES = (1, 2, 7, 16)
 FP32_OPS = ("LayerNormalization", "Softmax", "Pow")

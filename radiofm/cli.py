@@ -733,6 +733,8 @@ def export_(
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
     variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX and TensorRT)."),
+    # The help's scope names and default are literals so that --help imports no numpy;
+    # tests/test_export.py holds them to radiofm.engines.INT8_SCOPES and default_int8_scope.
     int8_scope: Optional[str] = typer.Option(None, "--int8-scope", show_default="full",
                                              help="int8: full (MLP, attention products, qkv and output projections, after smoothing) | partial (MLP and attention products), the default with --variable-length."),
 ):
@@ -741,8 +743,10 @@ def export_(
         fail(f"--engine must be onnx or trt, got {engine!r}")
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    if int8_scope is not None and int8_scope not in ("partial", "full"):
-        fail(f"--int8-scope must be partial or full, got {int8_scope!r}")
+    from radiofm.engines import INT8_SCOPES
+
+    if int8_scope is not None and int8_scope not in INT8_SCOPES:
+        fail(f"--int8-scope must be {' or '.join(INT8_SCOPES)}, got {int8_scope!r}")
     if int8_scope is not None and precision != "int8":
         fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
     need_at_least("--atol", atol, 0)
@@ -784,7 +788,7 @@ def export_(
         hint = ""
         int8 = next((e for e in entries if e.get("precision") == "int8" and not e["passed"] and e.get("scope")), None)
         if int8 is not None:  # the two scopes round different MatMuls: where one misses, the other may hold
-            other = "partial" if int8["scope"] == "full" else "full"
+            other = next(s for s in INT8_SCOPES if s != int8["scope"])
             hint = f" (int8 in {int8['scope']} scope; --int8-scope {other} quantises differently and may hold)"
         fail("export missed its tolerance, kept for inspection only, not for deployment: " + "; ".join(failed) + hint)
 
@@ -824,7 +828,7 @@ def bench(
     data: Optional[Path] = typer.Option(None, "--data", help="Test set folder: score each engine and precision on it."),
     limit: int = typer.Option(512, "--limit", help="Test samples scored at most."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 exports become static QDQ."),
-    int8_scope: str = typer.Option("full", "--int8-scope", help="int8 exports: full (also qkv and output projections, smoothed) | partial."),
+    int8_scope: str = typer.Option("full", "--int8-scope", help="int8 exports: full (MLP, attention products, qkv and output projections, after smoothing) | partial (MLP and attention products)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),

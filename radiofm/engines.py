@@ -31,6 +31,9 @@ INPUT_NAME = "images"
 KEY_PADDING = "key_padding"
 OUTPUT_NAMES = {"classify": ["logits"], "segment": ["logits"], "encode": ["tokens", "pooled"]}
 ONNX_CONFIG_KEY = "radiofm_config"
+# What an int8 export may quantise: partial (MLP and attention products) | full (also the qkv and
+# output projections, after smoothing; radiofm.export.onnx.int8_nodes).
+INT8_SCOPES = ("partial", "full")
 # full: on a 2-core Xeon with AMX, vit-s int8 at batch 1 took 19.2 ms in full scope against 32.8 ms in
 # partial, with 99.8 % against 100 % agreement on 800 captures; on a 2-core AVX2 EPYC the two were
 # within run-to-run noise (87-100 against 96-111 ms) at 99.75 % against 99.50 %; on a 2-core EPYC with

@@ -200,6 +200,26 @@ def test_int8_full_scope_quantises_the_projections_and_keeps_agreement(classifie
     assert result.exit_code != 0 and "--int8-scope must be partial or full" in result.output
 
 
+
+def test_the_cli_states_the_int8_scopes_and_defaults_the_export_uses():
+    """`radiofm export` and `radiofm bench` spell the scope names and defaults as literals, so that
+    --help imports no numpy: they must say what radiofm.engines decides."""
+    from typer.main import get_command
+
+    from radiofm.benchmarks.bench import BenchSettings
+    from radiofm.engines import DEFAULT_INT8_SCOPE, INT8_SCOPES, default_int8_scope
+
+    commands = get_command(app).commands
+    option = {name: next(p for p in commands[name].params if p.name == "int8_scope") for name in ("export", "bench")}
+    assert option["export"].default is None  # unset: the export picks default_int8_scope(variable_length)
+    assert option["export"].show_default == DEFAULT_INT8_SCOPE == default_int8_scope(False)
+    assert f"{default_int8_scope(True)} (" in option["export"].help
+    assert option["export"].help.endswith("the default with --variable-length.")
+    assert option["bench"].default == DEFAULT_INT8_SCOPE == BenchSettings(models=["vit-micro"]).int8_scope
+    for opt in option.values():
+        assert all(f"{scope} (" in opt.help for scope in INT8_SCOPES), opt.help
+        assert opt.help.count(" | ") == len(INT8_SCOPES) - 1, opt.help
+
 def test_segmenter_matches_torch_on_lte_nr_frames(tmp_path):
     torch.manual_seed(0)
     cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"])
