@@ -24,7 +24,7 @@ import numpy as np
 
 from radiofm.checkpoint import load_config, resolve_model_dir
 from radiofm.config import PRESET_NAMES, ModelConfig, preset
-from radiofm.engines import DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES
+from radiofm.engines import DEFAULT_CALIB_METHOD, DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES
 
 from .machine import cpu_peak, describe_machine, gpu_peak, load_average
 
@@ -142,7 +142,8 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
     for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
     work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
-    The model folder's int8 export is taken only if it has the ``int8_scope`` asked for. Every export
+    The model folder's int8 export is taken only if it has the ``int8_scope`` asked for, and a static one
+    in the work folder only if it was calibrated the default way (``DEFAULT_CALIB_METHOD``). Every export
     is taken only if it was made from the model's present weights and config (the ``source_sha256``
     and config it records): one made before either changed is stale, and is exported afresh into the work folder rather
     than timed. One that missed its parity tolerance is still timed (its speed is real) and its
@@ -178,7 +179,8 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
-                    or not export_is_current(out / entry["file"], weights) or export_scope(entry, precision) != scope):
+                    or not export_is_current(out / entry["file"], weights) or export_scope(entry, precision) != scope
+                    or (static and (entry.get("calibration") or {}).get("method", "minmax") != DEFAULT_CALIB_METHOD)):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=validation_samples(subject), batch_sizes=(1, 4), int8_scope=scope,

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from radiofm.engines import (  # noqa: F401  (the SDK's contract, re-exported)
+    CALIB_METHODS,
+    CALIB_PERCENTILE,
+    DEFAULT_CALIB_METHOD,
     DEFAULT_INT8_SCOPE,
     INT8_SCOPES,
     INPUT_NAME,

@@ -14,13 +14,16 @@ Precisions:
 - fp16: weights and activations in half precision, with LayerNormalization, Softmax and Pow kept in
   fp32 (their reductions and squares are what overflow 65504); inputs and outputs stay fp32.
 - int8: ONNX Runtime quantisation of the MLP and attention MatMuls, dynamic (no data needed) or
-  static QDQ calibrated on a dataset (symmetric int8, the form TensorRT consumes). Scope ``full``
+  static QDQ calibrated on a dataset (symmetric int8, the form TensorRT consumes; percentile
+  ranges by default, see ``quantize_int8``). Scope ``full``
   (the default) quantises the qkv and output projections too, after smoothing the activations that
   feed them (see ``radiofm.export.smooth``); ``partial`` keeps those two float.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import warnings
@@ -36,6 +39,9 @@ from radiofm.checkpoint import WEIGHTS_FILE, exports_dir, load_config, load_mode
 from radiofm.config import ModelConfig
 
 from .metadata import (
+    CALIB_METHODS,
+    CALIB_PERCENTILE,
+    DEFAULT_CALIB_METHOD,
     DEFAULT_INT8_SCOPE,
     INT8_SCOPES,
     INPUT_NAME,
@@ -180,16 +186,20 @@ def int8_nodes(graph: onnx.GraphProto, scope: str = DEFAULT_INT8_SCOPE) -> list[
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray | None = None,
-                  batch_size: int = 8, scope: str = DEFAULT_INT8_SCOPE) -> str:
+                  batch_size: int = 8, scope: str = DEFAULT_INT8_SCOPE, calib_method: str = DEFAULT_CALIB_METHOD) -> str:
     """int8 MatMuls (see ``int8_nodes``, ``scope``) with ONNX Runtime; returns the method ("dynamic" or "static").
 
     Without ``calib`` activations are quantised at run time (dynamic). With ``calib`` (N, C, H, W)
-    the activation ranges are calibrated on it (MinMax) and written as QuantizeLinear/DequantizeLinear
-    pairs (static QDQ), symmetric int8 with per-channel weights, which TensorRT builds from directly.
-    LayerNorm, Softmax and GELU stay in float.
+    the activation ranges are calibrated on it (``calib_method``: ``percentile``, the range holding
+    ``CALIB_PERCENTILE`` % of each tensor's |values|, or ``minmax``, the whole range) and written as
+    QuantizeLinear/DequantizeLinear pairs (static QDQ), symmetric int8 with per-channel weights, which
+    TensorRT builds from directly. LayerNorm, Softmax and GELU stay in float.
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calib_method not in CALIB_METHODS:
+        raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {calib_method!r}")
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -209,13 +219,25 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndar
             return "dynamic"
         if len(calib) == 0:
             raise ExportError("static int8 calibration needs at least one sample")
-        quantize_static(
-            prepared, dst, _BatchReader(calib, batch_size, _key_padding_width(graph)), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )
+        options = {"ActivationSymmetric": True, "WeightSymmetric": True}
+        if calib_method == "percentile":
+            options["CalibPercentile"] = CALIB_PERCENTILE
+        # The histogram calibrators print their progress to stdout, where the CLI writes its tables.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                prepared, dst, _BatchReader(calib, batch_size, _key_padding_width(graph)), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile if calib_method == "percentile" else CalibrationMethod.MinMax,
+                extra_options=options,
+            )
         return "static"
+
+
+def _calibration_words(calibration: dict[str, Any]) -> str:
+    if calibration["method"] == "percentile":
+        return f"percentile-{calibration['percentile']:g}"
+    return calibration["method"]
 
 
 def _key_padding_width(graph: onnx.GraphProto) -> int | None:
@@ -381,6 +403,7 @@ def export(
     threads: int | None = None,
     variable_length: bool = False,
     int8_scope: str | None = None,
+    calib_method: str | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[ExportResult]:
     """Export a model folder (or zoo name) to ONNX at ``precision``, validated; returns one result
@@ -398,7 +421,8 @@ def export(
     for a variable-length export):
     ``full`` also quantises the qkv and output projections, after smoothing their inputs with channel
     ranges measured on the calibration data (or, without it, on the validation inputs: a range
-    measurement, the function is unchanged).
+    measurement, the function is unchanged). ``calib_method`` (with ``calib``; None:
+    ``DEFAULT_CALIB_METHOD``) is how the activation ranges are read from it (see ``quantize_int8``).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -412,6 +436,11 @@ def export(
         scope_why = ", the default for a variable-length export" if variable_length else ""
     if calib is not None and precision != "int8":
         raise ExportError("--calib calibrates int8 static quantisation; use it with --precision int8")
+    if calib_method is not None and calib is None:
+        raise ExportError("--calib-method chooses how --calib data sets the int8 ranges; use it with --calib DIR")
+    if calib_method is not None and calib_method not in CALIB_METHODS:
+        raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {calib_method!r}")
+    calib_method = calib_method or DEFAULT_CALIB_METHOD
     if calib is not None and not isinstance(calib, Samples) and not Path(calib).is_dir():
         raise ExportError(f"calibration folder {calib} does not exist")
     if (samples is not None and samples < 1) or any(b < 1 for b in batch_sizes):
@@ -466,13 +495,18 @@ def export(
                 source = Path(tmp) / "smoothed.onnx"
                 onnx.save(export_graph(smooth(model, basis.images), source, opset, variable_length), str(source))
                 smoothing = {"alpha": DEFAULT_ALPHA, "samples": len(basis.images), "source": basis.source}
+            calibration = None if calib_set is None else (
+                {"method": "percentile", "percentile": CALIB_PERCENTILE} if calib_method == "percentile"
+                else {"method": calib_method})
             log(f"quantising to int8, {int8_scope} scope{scope_why} "
-                + (f"(static QDQ, calibrated on {calib_set.source})" if calib_set else "(dynamic)"))
+                + (f"(static QDQ, {_calibration_words(calibration)} ranges from {calib_set.source})" if calib_set
+                   else "(dynamic)"))
             q = Path(tmp) / "int8.onnx"
-            method = quantize_int8(source, q, calib_set.images if calib_set else None, scope=int8_scope)
+            method = quantize_int8(source, q, calib_set.images if calib_set else None, scope=int8_scope,
+                                   calib_method=calib_method)
             onnx.save(checker.stamp(onnx.load(str(q)), "int8"), str(q))
             results.append(checker.finish(q, "int8", method=method, calib_set=calib_set, scope=int8_scope,
-                                          smoothing=smoothing))
+                                          smoothing=smoothing, calibration=calibration))
     return results
 
 
@@ -497,7 +531,7 @@ class _Checker:
 
     def finish(self, path: Path, precision: str, method: str | None = None,
                calib_set: Samples | None = None, scope: str | None = None,
-               smoothing: dict[str, Any] | None = None) -> ExportResult:
+               smoothing: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None) -> ExportResult:
         """Validate a candidate file, record it in onnx.json and move it to its final (or rejected) name."""
         task = self.model.cfg.task
         tolerance = self.tolerances[precision]
@@ -526,6 +560,7 @@ class _Checker:
             entry["method"] = method
             entry["scope"] = scope
             entry["smoothing"] = smoothing
+            entry["calibration"] = calibration  # static: how the ranges were read from the data
             entry.update(self.accuracy_change(session, outputs, calib_set))
         final = self.out / entry["file"]
         del session  # release the file before it is moved

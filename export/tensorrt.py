@@ -236,12 +236,13 @@ def build_engine(onnx_file: str | os.PathLike, precision: str, profile: BatchPro
 def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, precision: str, profile: BatchProfile,
                   calib: str | os.PathLike | None = None, workspace_gib: float = 4.0,
                   timing_cache: str | os.PathLike | None = None, samples: int | None = None, build_command: str = "",
-                  log=lambda _: None, int8_scope: str | None = None, variable_length: bool = False):
+                  log=lambda _: None, int8_scope: str | None = None, variable_length: bool = False,
+                  calib_method: str | None = None):
     """ONNX export (validated) -> TensorRT engine -> parity with torch, recorded in the sidecar.
 
     The ONNX files are written first even where TensorRT or a GPU is missing, so they can be built
     elsewhere; TensorRTUnavailable is raised right after. int8 engines come from a static QDQ export,
-    so they need ``calib``; ``int8_scope`` is the ONNX export's (None: its default). Returns (onnx results, engine path or
+    so they need ``calib``; ``int8_scope`` and ``calib_method`` are the ONNX export's (None: its default). Returns (onnx results, engine path or
     None when the ONNX export failed). ``variable_length`` builds from a graph with a ``key_padding``
     input (see ``radiofm.export.onnx.export_graph``): the plan then takes captures shorter than the
     model's, padded and masked, and its parity is also measured on such input.
@@ -265,6 +266,7 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     onnx_precision = "int8" if precision == "int8" else "fp32"
     results = onnx_export.export(source, out, onnx_precision, calib=calib, samples=samples, log=log,
                                  int8_scope=int8_scope if onnx_precision == "int8" else None,
+                                 calib_method=calib_method if onnx_precision == "int8" else None,
                                  variable_length=variable_length)
     if missing is not None:
         raise missing

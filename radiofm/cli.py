@@ -733,20 +733,26 @@ def export_(
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
     variable_length: bool = typer.Option(False, "--variable-length", help="Add a key_padding input so that captures shorter than the model's can be masked (ONNX and TensorRT)."),
-    # The help's scope names and default are literals so that --help imports no numpy;
-    # tests/test_export.py holds them to radiofm.engines.INT8_SCOPES and default_int8_scope.
+    # The help's scope and calibration names and defaults are literals so that --help imports no
+    # numpy; tests/test_export.py holds them to radiofm.engines' INT8_SCOPES, CALIB_METHODS and defaults.
     int8_scope: Optional[str] = typer.Option(None, "--int8-scope", show_default="full",
                                              help="int8: full (MLP, attention products, qkv and output projections, after smoothing) | partial (MLP and attention products), the default with --variable-length."),
+    calib_method: Optional[str] = typer.Option(None, "--calib-method", show_default="percentile",
+                                               help="With --calib: percentile (ranges holding 99.999 % of each activation's values) | minmax (their whole range)."),
 ):
     """Export to ONNX (and build a TensorRT engine), validated against the torch model."""
     if engine not in ("onnx", "trt"):
         fail(f"--engine must be onnx or trt, got {engine!r}")
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    from radiofm.engines import INT8_SCOPES
+    from radiofm.engines import CALIB_METHODS, INT8_SCOPES
 
     if int8_scope is not None and int8_scope not in INT8_SCOPES:
         fail(f"--int8-scope must be {' or '.join(INT8_SCOPES)}, got {int8_scope!r}")
+    if calib_method is not None and calib_method not in CALIB_METHODS:
+        fail(f"--calib-method must be {' or '.join(CALIB_METHODS)}, got {calib_method!r}")
+    if calib_method is not None and calib is None:
+        fail("--calib-method chooses how --calib data sets the int8 ranges; use it with --calib DIR")
     if int8_scope is not None and precision != "int8":
         fail("--int8-scope chooses what int8 quantises; use it with --precision int8")
     need_at_least("--atol", atol, 0)
@@ -761,14 +767,17 @@ def export_(
     try:
         if engine == "onnx":
             results, plan = export(model, out, precision, calib=calib, task=task, samples=samples,
-                                   atol=atol, variable_length=variable_length, int8_scope=int8_scope, log=log), None
+                                   atol=atol, variable_length=variable_length, int8_scope=int8_scope,
+                                   calib_method=calib_method, log=log), None
         else:
             profile = parse_batch_profile(batch)
             command = f"radiofm export {model} --engine trt --precision {precision} --batch {profile}" + (
                 f" --calib {calib}" if calib else "") + (f" --int8-scope {int8_scope}" if int8_scope else "") + (
+                f" --calib-method {calib_method}" if calib_method else "") + (
                 " --variable-length" if variable_length else "")
             results, plan = export_engine(model, out, precision, profile, calib, workspace, timing_cache,
-                                          samples, command, log, int8_scope=int8_scope, variable_length=variable_length)
+                                          samples, command, log, int8_scope=int8_scope, variable_length=variable_length,
+                                          calib_method=calib_method)
     except TensorRTUnavailable as e:
         from radiofm.checkpoint import exports_dir, resolve_model_dir
 
@@ -789,7 +798,11 @@ def export_(
         int8 = next((e for e in entries if e.get("precision") == "int8" and not e["passed"] and e.get("scope")), None)
         if int8 is not None:  # the two scopes round different MatMuls: where one misses, the other may hold
             other = next(s for s in INT8_SCOPES if s != int8["scope"])
-            hint = f" (int8 in {int8['scope']} scope; --int8-scope {other} quantises differently and may hold)"
+            hint = f" (int8 in {int8['scope']} scope; --int8-scope {other} quantises differently and may hold"
+            if int8.get("calibration"):
+                used = int8["calibration"]["method"]
+                hint += f"; so may --calib-method {next(m for m in CALIB_METHODS if m != used)}, in place of {used}"
+            hint += ")"
         fail("export missed its tolerance, kept for inspection only, not for deployment: " + "; ".join(failed) + hint)
 
 

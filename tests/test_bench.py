@@ -200,3 +200,26 @@ def test_a_stale_export_beside_the_model_is_exported_afresh_not_timed(tmp_path, 
 
     entry = read_report(Path(timed).parent)["fp32"]
     assert entry["validation"]["samples"] == default_samples(cfg)
+
+
+@pytest.mark.skipif(not ONNX_EXPORT, reason="needs radiofm.export (torch and onnx)")
+def test_bench_times_static_int8_calibrated_the_default_way_and_reuses_it(tmp_path):
+    """A static int8 export kept in the work folder is timed again only while it is what bench would make
+    now: one calibrated another way (minmax, as exports were before percentile) is exported afresh."""
+    from radiofm.benchmarks.bench import onnx_files, prepare_subject
+    from radiofm.engines import DEFAULT_CALIB_METHOD
+    from radiofm.export import read_report
+    from radiofm.export.onnx import export
+    from radiofm.training.synth import synthesize
+
+    synthesize("signals", 8, tmp_path / "calib", seed=3, progress=False)
+    subject = prepare_subject("vit-micro", tmp_path, lambda m: None)
+    out = tmp_path / f"{subject.folder.name}-onnx-static-full"
+    export(subject.folder, out, "int8", calib=tmp_path / "calib", calib_method="minmax", samples=4, batch_sizes=(1,))
+    logged = []
+    onnx_files(subject, ["int8"], tmp_path, str(tmp_path / "calib"), logged.append)
+    assert subject.onnx["int8"] == out / "model.int8.onnx" and any("exporting ONNX int8" in m for m in logged)
+    assert read_report(out)["int8"]["calibration"]["method"] == DEFAULT_CALIB_METHOD
+    logged.clear()
+    onnx_files(subject, ["int8"], tmp_path, str(tmp_path / "calib"), logged.append)  # now it is: reused
+    assert subject.onnx["int8"] == out / "model.int8.onnx" and not any("exporting" in m for m in logged)

@@ -334,6 +334,43 @@ def test_an_int8_export_recorded_before_scopes_existed_is_refreshed_as_partial(t
         open_engine(folder, "onnx", precision="int8")
 
 
+
+@pytest.mark.parametrize("method, recorded, options", [
+    (None, True, " --calib DATASET"),
+    ("minmax", True, " --calib DATASET --calib-method minmax"),
+    ("minmax", False, " --calib DATASET --calib-method minmax"),  # recorded before there was a choice
+])
+def test_a_stale_static_int8_export_is_refreshed_with_its_own_calibration(tmp_path, method, recorded, options):
+    """A static int8 export's refresh command keeps how its ranges were calibrated: the method is spelled
+    out where it is not the default (percentile), and entries from before methods existed were minmax."""
+    import json
+    import shlex
+
+    from radiofm.cli import app
+    from radiofm.engines import DEFAULT_CALIB_METHOD
+    from radiofm.export.onnx import export
+    from radiofm.training.synth import synthesize
+
+    synthesize("signals", 8, tmp_path / "calib", seed=3, progress=False)
+    folder = _classifier_folder(tmp_path / "m", seed=0)
+    export(folder, precision="int8", calib=tmp_path / "calib", calib_method=method, samples=4, batch_sizes=(1,))
+    report = json.loads((folder / "onnx.json").read_text())
+    assert report["int8"]["method"] == "static"
+    assert report["int8"]["calibration"]["method"] == (method or DEFAULT_CALIB_METHOD)
+    if not recorded:
+        del report["int8"]["calibration"]
+        (folder / "onnx.json").write_text(json.dumps(report))
+    _classifier_folder(folder, seed=1)
+    command = f"radiofm export {folder} --precision int8{options}"
+    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
+        open_engine(folder, "onnx", precision="int8")
+
+    result = CliRunner().invoke(app, [*shlex.split(command.replace("DATASET", str(tmp_path / "calib")))[1:],
+                                      "--samples", "4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "onnx.json").read_text())["int8"]["calibration"]["method"] == (method or DEFAULT_CALIB_METHOD)
+    assert open_engine(folder, "onnx", precision="int8").name == "onnx"
+
 def test_an_export_made_before_config_json_was_edited_is_skipped_on_auto_and_refused_when_chosen(tmp_path):
     """An export preprocesses and labels by the config it carries: after config.json is edited (labels
     renamed, the dB scaling changed) auto runs torch, which reads the edited file, and a chosen ONNX
