@@ -48,7 +48,7 @@ VARIABLE_LENGTH_INT8_SCOPE = "partial"
 # How static int8 (--calib) sets activation ranges from the calibration data: percentile keeps the
 # range holding 99.999 % of each tensor's |values| (ONNX Runtime's Percentile calibration), minmax the
 # whole range. Percentile is the default: on signals-nano (256 `signals` captures, AVX-512 EPYC,
-# 2026-12-07) it kept 99.61-100 % of 256 decisions where minmax kept 99.22 %, and 99.22 % of padded
+# 2026-12-07) it kept all 256 decisions in either scope where minmax kept 99.22 %, and all 256 padded
 # captures in a --variable-length partial export, where minmax kept 98.05 % and missed the 99 % bound
 # (docs/export.md). Exports recorded before methods existed were minmax.
 CALIB_METHODS = ("percentile", "minmax")
