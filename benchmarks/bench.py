@@ -24,7 +24,8 @@ import numpy as np
 
 from radiofm.checkpoint import load_config, resolve_model_dir
 from radiofm.config import PRESET_NAMES, ModelConfig, preset
-from radiofm.engines import DEFAULT_CALIB_METHOD, DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES
+from radiofm.engines import (DEFAULT_CALIB_METHOD, DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES, recorded_calib_method,
+                             recorded_int8_scope)
 
 from .machine import cpu_peak, describe_machine, gpu_peak, load_average
 
@@ -123,9 +124,9 @@ def prepare_subject(name: str, work: Path, log: Callable[[str], None]) -> Subjec
 
 
 def export_scope(entry: dict[str, Any], precision: str) -> str | None:
-    """The int8 scope an ``onnx.json`` entry was exported with (entries from before scopes existed are
-    partial ones); None for the other precisions."""
-    return entry.get("scope", "partial") if precision == "int8" else None
+    """The int8 scope an ``onnx.json`` entry was exported with (see ``recorded_int8_scope``); None for
+    the other precisions."""
+    return recorded_int8_scope(entry) if precision == "int8" else None
 
 
 def validation_samples(subject: Subject) -> int | None:
@@ -180,7 +181,7 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
                     or not export_is_current(out / entry["file"], weights) or export_scope(entry, precision) != scope
-                    or (static and (entry.get("calibration") or {}).get("method", "minmax") != DEFAULT_CALIB_METHOD)):
+                    or (static and recorded_calib_method(entry) != DEFAULT_CALIB_METHOD)):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=validation_samples(subject), batch_sizes=(1, 4), int8_scope=scope,

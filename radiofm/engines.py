@@ -61,6 +61,17 @@ def default_int8_scope(variable_length: bool) -> str:
     return VARIABLE_LENGTH_INT8_SCOPE if variable_length else DEFAULT_INT8_SCOPE
 
 
+def recorded_int8_scope(entry: dict) -> str:
+    """The scope an ``onnx.json`` int8 entry was exported with: entries from before scopes existed are
+    partial, as int8 then was."""
+    return entry.get("scope", "partial")
+
+
+def recorded_calib_method(entry: dict) -> str:
+    """How a static int8 entry's ranges were calibrated: entries from before methods existed are minmax."""
+    return (entry.get("calibration") or {}).get("method", "minmax")
+
+
 def output_names(cfg: ModelConfig) -> list[str]:
     return OUTPUT_NAMES[cfg.task]
 
@@ -518,13 +529,12 @@ def _refresh_command(name: str, export_file: Path, precision: str) -> str:
     command = _export_command(name, precision)
     if entry.get("method") == "static":
         command += " --calib DATASET"
-        calib_method = (entry.get("calibration") or {}).get("method", "minmax")
+        calib_method = recorded_calib_method(entry)
         if calib_method != DEFAULT_CALIB_METHOD:
             command += f" --calib-method {calib_method}"
     variable_length = KEY_PADDING in (entry.get("inputs") or [])
-    # The scope is spelled out where it is not the export's default; entries from before scopes existed
-    # are partial.
-    scope = entry.get("scope", "partial")
+    # The scope is spelled out where it is not the export's default.
+    scope = recorded_int8_scope(entry)
     if precision == "int8" and scope != default_int8_scope(variable_length):
         command += f" --int8-scope {scope}"
     if variable_length:
