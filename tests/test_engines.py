@@ -282,6 +282,16 @@ def test_an_export_made_before_the_weights_changed_is_skipped_on_auto_and_refuse
     np.testing.assert_allclose(fresh.run(x)[0], new, rtol=0, atol=1e-7)
 
 
+def _new_weights_name_the_refresh(folder, options: str) -> str:
+    """New weights in ``folder`` make its int8 export stale: the refusal names ``radiofm export FOLDER
+    --precision int8`` with ``options``, the command returned."""
+    _classifier_folder(folder, seed=1)
+    command = f"radiofm export {folder} --precision int8{options}"
+    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
+        open_engine(folder, "onnx", precision="int8")
+    return command
+
+
 @pytest.mark.parametrize("variable_length, scope, options", [
     (False, None, ""),
     (False, "partial", " --int8-scope partial"),
@@ -302,10 +312,7 @@ def test_a_stale_int8_export_is_refreshed_with_its_own_scope(tmp_path, variable_
     export(folder, precision="int8", samples=4, batch_sizes=(1,), int8_scope=scope, atol=None,
            variable_length=variable_length)
     made = json.loads((folder / "onnx.json").read_text())["int8"]["scope"]
-    _classifier_folder(folder, seed=1)
-    command = f"radiofm export {folder} --precision int8{options}"
-    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
-        open_engine(folder, "onnx", precision="int8")
+    command = _new_weights_name_the_refresh(folder, options)
 
     result = CliRunner().invoke(app, [*shlex.split(command)[1:], "--samples", "4"])
     assert result.exit_code == 0, result.output
@@ -328,11 +335,7 @@ def test_an_int8_export_recorded_before_scopes_existed_is_refreshed_as_partial(t
     report = json.loads((folder / "onnx.json").read_text())
     del report["int8"]["scope"]
     (folder / "onnx.json").write_text(json.dumps(report))
-    _classifier_folder(folder, seed=1)
-    command = f"radiofm export {folder} --precision int8{options}"
-    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
-        open_engine(folder, "onnx", precision="int8")
-
+    _new_weights_name_the_refresh(folder, options)
 
 
 @pytest.mark.parametrize("method, recorded, options", [
@@ -360,10 +363,7 @@ def test_a_stale_static_int8_export_is_refreshed_with_its_own_calibration(tmp_pa
     if not recorded:
         del report["int8"]["calibration"]
         (folder / "onnx.json").write_text(json.dumps(report))
-    _classifier_folder(folder, seed=1)
-    command = f"radiofm export {folder} --precision int8{options}"
-    with pytest.raises(ValueError, match=rf"model.int8.onnx is stale: .*refresh it with `{re.escape(command)}`"):
-        open_engine(folder, "onnx", precision="int8")
+    command = _new_weights_name_the_refresh(folder, options)
 
     result = CliRunner().invoke(app, [*shlex.split(command.replace("DATASET", str(tmp_path / "calib")))[1:],
                                       "--samples", "4"])
