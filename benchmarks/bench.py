@@ -24,8 +24,8 @@ import numpy as np
 
 from radiofm.checkpoint import load_config, resolve_model_dir
 from radiofm.config import PRESET_NAMES, ModelConfig, preset
-from radiofm.engines import (DEFAULT_CALIB_METHOD, DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES, recorded_calib_method,
-                             recorded_int8_scope)
+from radiofm.engines import (CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_INT8_SCOPE, INT8_SCOPES, ONNX_FILES,
+                             recorded_calib_method, recorded_int8_scope)
 
 from .machine import cpu_peak, describe_machine, gpu_peak, load_average
 
@@ -58,6 +58,7 @@ class BenchSettings:
     limit: int = 512  # test samples scored at most
     calib: str | None = None  # dataset folder: int8 exports become static QDQ calibrated on it
     int8_scope: str = DEFAULT_INT8_SCOPE  # what int8 exports quantise: one of INT8_SCOPES
+    calib_method: str = DEFAULT_CALIB_METHOD  # with calib: how the data sets the int8 ranges, one of CALIB_METHODS
     work: str | None = None  # keeps built models and exports for the next run; a temporary folder if None
     timeout_s: float = 1800.0  # per child process
 
@@ -79,6 +80,10 @@ class BenchSettings:
             raise BenchError("--threads must be at least 1")
         if self.int8_scope not in INT8_SCOPES:
             raise BenchError(f"--int8-scope must be one of {', '.join(INT8_SCOPES)}, got {self.int8_scope!r}")
+        if self.calib_method not in CALIB_METHODS:
+            raise BenchError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
+        if self.calib_method != DEFAULT_CALIB_METHOD and self.calib is None:
+            raise BenchError("--calib-method chooses how --calib data sets the int8 ranges; use it with --calib DIR")
 
 
 @dataclass
@@ -129,6 +134,15 @@ def export_scope(entry: dict[str, Any], precision: str) -> str | None:
     return recorded_int8_scope(entry) if precision == "int8" else None
 
 
+def int8_record(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a result row says of how its int8 model was made, from its ``onnx.json`` entry or TensorRT
+    sidecar record: the scope, and for a static export the calibration method."""
+    record = {"int8_scope": recorded_int8_scope(entry)}
+    if entry.get("method") == "static":
+        record["calib_method"] = recorded_calib_method(entry)
+    return record
+
+
 def validation_samples(subject: Subject) -> int | None:
     """How many inputs an export made for timing is validated on: a trained model's as ``radiofm
     export`` checks it (None: 256 for a classifier), so ``export_passed`` means what it means there (on
@@ -138,13 +152,15 @@ def validation_samples(subject: Subject) -> int | None:
 
 
 def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str | None,
-               log: Callable[[str], None], int8_scope: str = DEFAULT_INT8_SCOPE) -> None:
+               log: Callable[[str], None], int8_scope: str = DEFAULT_INT8_SCOPE,
+               calib_method: str = DEFAULT_CALIB_METHOD) -> None:
     """Find or make the ONNX file per precision: the model's own export if it has one (beside it, or
     for a zoo model in the export cache, as ``radiofm export`` writes it), else an export into the
     work folder through ``radiofm.export`` (the folder the user gave is left alone).
 
     The model folder's int8 export is taken only if it has the ``int8_scope`` asked for, and a static one
-    in the work folder only if it was calibrated the default way (``DEFAULT_CALIB_METHOD``). Every export
+    in the work folder only if it was calibrated by ``calib_method`` (each method has its own folder there,
+    so a run with the other one does not undo it). Every export
     is taken only if it was made from the model's present weights and config (the ``source_sha256``
     and config it records): one made before either changed is stale, and is exported afresh into the work folder rather
     than timed. One that missed its parity tolerance is still timed (its speed is real) and its
@@ -176,16 +192,20 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
             entry = {**own, "file": own_file.name}
             out = own_folder
         else:
-            # Static and dynamic int8, and the two int8 scopes, share a file name: separate folders.
-            out = work / f"{subject.folder.name}-onnx{'-static' if static else ''}{'-full' if scope == 'full' else ''}"
+            # Static and dynamic int8, the two int8 scopes and the calibration methods share a file name:
+            # separate folders (the default method's keeps the name it had before methods were a choice).
+            method = calib_method if static else None
+            out = work / (f"{subject.folder.name}-onnx{'-static' if static else ''}"
+                          f"{'-' + method if method not in (None, DEFAULT_CALIB_METHOD) else ''}"
+                          f"{'-full' if scope == 'full' else ''}")
             entry = read_report(out).get(precision)
             if (entry is None or entry.get("source_sha256") != source_sha or not (out / entry["file"]).is_file()
                     or not export_is_current(out / entry["file"], weights) or export_scope(entry, precision) != scope
-                    or (static and recorded_calib_method(entry) != DEFAULT_CALIB_METHOD)):
+                    or (static and recorded_calib_method(entry) != method)):
                 log(f"{subject.name}: exporting ONNX {precision} into {out}")
                 results = export(subject.folder, out, precision=precision, calib=calib if static else None,
                                  samples=validation_samples(subject), batch_sizes=(1, 4), int8_scope=scope,
-                                 log=lambda m: log(f"  {m}"))
+                                 calib_method=method, log=lambda m: log(f"  {m}"))
                 entry = next((r.entry for r in results if r.precision == precision), None)
                 if entry is None:  # nothing is derived from an fp32 graph that failed its parity check
                     failures = "; ".join(results[0].entry["failures"])
@@ -194,15 +214,31 @@ def onnx_files(subject: Subject, precisions: list[str], work: Path, calib: str |
         subject.onnx[precision] = out / entry["file"]
         subject.export_info[precision] = {"export_passed": entry.get("passed"), "export_method": entry.get("method")}
         if precision == "int8":
-            subject.export_info[precision]["int8_scope"] = export_scope(entry, precision)
+            subject.export_info[precision].update(int8_record(entry))
+
+
+def plan_fits(sidecar: dict[str, Any] | None, profile: Any, precision: str, int8_scope: str,
+              calib_method: str) -> bool:
+    """Whether a TensorRT plan kept in the work folder (its sidecar; None: none there, or built for
+    another TensorRT or GPU) is the one bench would build now, weights aside: its batch profile covers
+    ``profile``'s, and an int8 plan was quantised in ``int8_scope`` from ranges calibrated by
+    ``calib_method``. An int8 plan whose sidecar does not say how (built before it did) is built again."""
+    if sidecar is None or not (sidecar["profile"]["min"] <= profile.min and sidecar["profile"]["max"] >= profile.max):
+        return False
+    if precision != "int8":
+        return True
+    made = sidecar.get("int8")
+    return made is not None and recorded_int8_scope(made) == int8_scope and recorded_calib_method(made) == calib_method
 
 
 def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work: Path, calib: str | None,
-              log: Callable[[str], None]) -> None:
+              log: Callable[[str], None], int8_scope: str = DEFAULT_INT8_SCOPE,
+              calib_method: str = DEFAULT_CALIB_METHOD) -> None:
     """Build a TensorRT plan per precision into the work folder, for a batch profile spanning the
     benchmark's batch sizes, with ``radiofm.export.tensorrt.export_engine`` (which validates it against
     torch). A plan there is reused if it was built from the same weights and config for a profile that
-    covers those batches, on this TensorRT and GPU. int8 plans come from a calibrated QDQ graph: ``calib``."""
+    covers those batches, on this TensorRT and GPU (``plan_fits``). int8 plans come from a QDQ graph
+    calibrated on ``calib`` by ``calib_method``, in ``int8_scope``; each scope and method has its own folder."""
     from radiofm.engines import export_is_current
     from radiofm.export.tensorrt import (
         BatchProfile,
@@ -216,7 +252,9 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
     weights = subject.folder / "model.safetensors"
     profile = BatchProfile(min(batches), max(batches), max(batches))
     for precision in precisions:
-        out = work / f"{subject.folder.name}-trt-{precision}"
+        how = "" if precision != "int8" else (
+            f"-{int8_scope}" + (f"-{calib_method}" if calib_method != DEFAULT_CALIB_METHOD else ""))
+        out = work / f"{subject.folder.name}-trt-{precision}{how}"
         plan = out / f"model.{precision}.plan"
         try:
             sidecar = read_sidecar(plan) if plan.is_file() else None
@@ -224,13 +262,13 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
                 check_engine_compatible(sidecar, current_runtime())
         except (EngineMismatch, FileNotFoundError):
             sidecar = None
-        covered = sidecar is not None and sidecar["profile"]["min"] <= profile.min and sidecar["profile"]["max"] >= profile.max
-        if not (covered and export_is_current(plan, weights)):
+        if not (plan_fits(sidecar, profile, precision, int8_scope, calib_method) and export_is_current(plan, weights)):
             log(f"{subject.name}: building TensorRT {precision}, batch {profile}, into {out}")
             try:
                 results, plan = export_engine(subject.folder, out, precision, profile, calib=calib,
-                                              samples=validation_samples(subject),
-                                              log=lambda m: log(f"  {m}"))
+                                              samples=validation_samples(subject), log=lambda m: log(f"  {m}"),
+                                              int8_scope=int8_scope if precision == "int8" else None,
+                                              calib_method=calib_method if precision == "int8" else None)
             except (RuntimeError, ValueError) as e:  # TensorRTUnavailable; int8 without --calib
                 subject.plan_unavailable[precision] = str(e)
                 continue
@@ -241,6 +279,8 @@ def trt_plans(subject: Subject, precisions: list[str], batches: list[int], work:
             sidecar = read_sidecar(plan)
         subject.plans[precision] = plan
         subject.plan_info[precision] = {"export_passed": sidecar.get("passed"), "plan_profile": sidecar["profile"]}
+        if precision == "int8":
+            subject.plan_info[precision].update(int8_record(sidecar["int8"]))
 
 
 # --------------------------------------------------------------------------- the test set
@@ -371,10 +411,12 @@ def run_bench(settings: BenchSettings, command: str = "", log: Callable[[str], N
             subject = prepare_subject(name, work, log)
             onnx_precisions = sorted({p for e, p in pairs if e == "onnx"})
             if onnx_precisions:
-                onnx_files(subject, onnx_precisions, work, settings.calib, log, settings.int8_scope)
+                onnx_files(subject, onnx_precisions, work, settings.calib, log, settings.int8_scope,
+                           settings.calib_method)
             trt_precisions = sorted({p for e, p in pairs if e == "trt"})
             if trt_precisions:
-                trt_plans(subject, trt_precisions, settings.batches, work, settings.calib, log)
+                trt_plans(subject, trt_precisions, settings.batches, work, settings.calib, log, settings.int8_scope,
+                          settings.calib_method)
             if settings.data:
                 if subject.weights == "random":
                     raise BenchError(f"{name} is a preset with random weights: scoring it on {settings.data} "

@@ -66,7 +66,8 @@ def _engine(r: dict[str, Any]) -> str:
 
 
 def _precision(r: dict[str, Any]) -> str:
-    details = ([r["export_method"]] if r.get("export_method") else []) + ([r["int8_scope"]] if r.get("int8_scope") else [])
+    method = " ".join(x for x in (r.get("export_method"), r.get("calib_method")) if x)  # "static percentile"
+    details = ([method] if method else []) + ([r["int8_scope"]] if r.get("int8_scope") else [])
     return r["precision"] + (f" ({', '.join(details)})" if details else "")
 
 

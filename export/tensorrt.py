@@ -299,5 +299,7 @@ def export_engine(source: str | os.PathLike, out: str | os.PathLike | None, prec
     sidecar = read_sidecar(engine)
     sidecar.update(parity=parity, passed=not failures, failures=failures,
                    validation={"samples": len(val.images), "source": val.source})
+    if precision == "int8":  # how its QDQ graph was quantised, as onnx.json records it
+        sidecar["int8"] = {k: results[-1].entry.get(k) for k in ("method", "scope", "calibration")}
     write_json_atomic(sidecar_path(engine), sidecar)
     return results, engine

@@ -842,6 +842,7 @@ def bench(
     limit: int = typer.Option(512, "--limit", help="Test samples scored at most."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Dataset folder: int8 exports become static QDQ."),
     int8_scope: str = typer.Option("full", "--int8-scope", help="int8 exports: full (MLP, attention products, qkv and output projections, after smoothing) | partial (MLP and attention products)."),
+    calib_method: str = typer.Option("percentile", "--calib-method", help="With --calib: percentile (ranges holding 99.999 % of each activation's values) | minmax (their whole range)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Keep built models and exports here for later runs."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table (default: beside --json, .md)."),
@@ -863,7 +864,8 @@ def bench(
     settings = BenchSettings(
         models=models, engines=engines, precisions=precisions, batches=batches, device=device, threads=threads,
         warmup=warmup, repeat=repeat, data=str(data) if data else None, limit=limit,
-        calib=str(calib) if calib else None, int8_scope=int8_scope, work=str(work) if work else None,
+        calib=str(calib) if calib else None, int8_scope=int8_scope, calib_method=calib_method,
+        work=str(work) if work else None,
     )
     if md_out is None and json_out is not None:
         md_out = json_out.with_suffix(".md")

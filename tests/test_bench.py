@@ -107,10 +107,31 @@ def test_tensorrt_bench_builds_its_plans_and_refuses_int8_without_calibration(tm
     BenchSettings(["vit-micro"], precisions=["int4"]),
     BenchSettings(["vit-micro"], batches=[0]),
     BenchSettings(["vit-micro"], int8_scope="most"),
+    BenchSettings(["vit-micro"], calib="data", calib_method="entropy"),
+    BenchSettings(["vit-micro"], calib_method="minmax"),  # a method with no data to calibrate on
 ])
 def test_bad_settings_are_refused(settings):
     with pytest.raises(BenchError):
         settings.check()
+
+
+def test_a_kept_tensorrt_plan_is_reused_only_if_it_is_what_bench_would_build():
+    """The work folder's plan stands in for a build only while its profile covers the batches and, for
+    int8, its sidecar says it was quantised in the scope and calibrated by the method asked for."""
+    from types import SimpleNamespace
+
+    from radiofm.benchmarks.bench import plan_fits
+
+    profile = SimpleNamespace(min=1, opt=8, max=8)
+    made = {"method": "static", "scope": "full", "calibration": {"method": "percentile", "percentile": 99.999}}
+    sidecar = {"profile": {"min": 1, "opt": 8, "max": 16}, "int8": made}
+    assert plan_fits(sidecar, profile, "int8", "full", "percentile")
+    assert plan_fits(sidecar, profile, "fp16", "partial", "minmax")  # scope and method are int8's alone
+    assert not plan_fits(sidecar, profile, "int8", "partial", "percentile")
+    assert not plan_fits(sidecar, profile, "int8", "full", "minmax")
+    assert not plan_fits({**sidecar, "profile": {"min": 1, "opt": 4, "max": 4}}, profile, "fp16", "full", "percentile")
+    assert not plan_fits({"profile": sidecar["profile"]}, profile, "int8", "full", "percentile")  # made how: unknown
+    assert not plan_fits(None, profile, "fp16", "full", "percentile")
 
 
 def test_peak_follows_the_widest_unit():
@@ -223,3 +244,29 @@ def test_bench_times_static_int8_calibrated_the_default_way_and_reuses_it(tmp_pa
     logged.clear()
     onnx_files(subject, ["int8"], tmp_path, str(tmp_path / "calib"), logged.append)  # now it is: reused
     assert subject.onnx["int8"] == out / "model.int8.onnx" and not any("exporting" in m for m in logged)
+
+
+@pytest.mark.skipif(not ONNX_EXPORT, reason="needs radiofm.export (torch and onnx)")
+def test_calib_method_reaches_the_static_export_the_records_and_the_table(tmp_path):
+    """`--calib-method minmax` times a static export calibrated that way, kept in its own work folder so
+    that a run with the default method neither reuses nor overwrites it; each row says how it was made."""
+    from radiofm.benchmarks.bench import run_bench
+    from radiofm.benchmarks.report import markdown
+    from radiofm.export import read_report
+    from radiofm.training.synth import synthesize
+
+    synthesize("signals", 8, tmp_path / "calib", seed=3, progress=False)
+    work = tmp_path / "work"
+    docs, logs = {}, {}
+    for method in ("minmax", "percentile", "minmax"):
+        logs[method] = []
+        settings = BenchSettings(["vit-micro"], ["onnx"], ["int8"], warmup=0, repeat=1, threads=1, work=str(work),
+                                 calib=str(tmp_path / "calib"), calib_method=method)
+        docs[method] = run_bench(settings, log=logs[method].append)
+    assert not any("exporting" in m for m in logs["minmax"]), logs["minmax"]  # the second minmax run reused its own
+    for method, folder in (("minmax", "vit-micro-onnx-static-minmax-full"), ("percentile", "vit-micro-onnx-static-full")):
+        record, = docs[method]["results"]
+        assert record["calib_method"] == method and record["export_method"] == "static"
+        assert docs[method]["models"][0]["onnx_files"]["int8"] == str(work / folder / "model.int8.onnx")
+        assert read_report(work / folder)["int8"]["calibration"]["method"] == method
+        assert f"| int8 (static {method}, full) |" in markdown(docs[method])

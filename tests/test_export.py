@@ -220,10 +220,12 @@ def test_the_cli_states_the_int8_scopes_and_defaults_the_export_uses():
     for opt in option.values():
         assert all(f"{scope} (" in opt.help for scope in INT8_SCOPES), opt.help
         assert opt.help.count(" | ") == len(INT8_SCOPES) - 1, opt.help
-    method = next(p for p in commands["export"].params if p.name == "calib_method")
-    assert method.default is None and method.show_default == DEFAULT_CALIB_METHOD
-    assert all(f"{m} (" in method.help for m in CALIB_METHODS) and method.help.count(" | ") == len(CALIB_METHODS) - 1
-    assert f"{CALIB_PERCENTILE:g} %" in method.help
+    method = {name: next(p for p in commands[name].params if p.name == "calib_method") for name in ("export", "bench")}
+    assert method["export"].default is None and method["export"].show_default == DEFAULT_CALIB_METHOD
+    assert method["bench"].default == DEFAULT_CALIB_METHOD == BenchSettings(models=["vit-micro"]).calib_method
+    for opt in method.values():
+        assert all(f"{m} (" in opt.help for m in CALIB_METHODS) and opt.help.count(" | ") == len(CALIB_METHODS) - 1
+        assert f"{CALIB_PERCENTILE:g} %" in opt.help
 
 
 def activation_scales(path) -> dict[str, float]:
