@@ -405,29 +405,32 @@ def predict(
         window = runner.cfg.preprocess.capture_samples
         records, rows = [], []
         for path in inputs:
-            item = read_input(path)
-            hint = real_iq_hint(item)
-            if hint:
-                raise ValueError(hint)
-            rate = item.sample_rate or sample_rate
-            if item.is_iq and level is None:
-                _level_hint(path, item.data, runner.cfg.preprocess)
-            if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
-                recordings = [item.data] if item.data.ndim == 1 else list(item.data)
-                for r, recording in enumerate(recordings):
-                    preds = list(runner.stream_iq(_chunks(recording, window), rate, noise_power=level))
-                    for pred in preds:
-                        records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
-                    if plot is not None:
-                        name = path if item.data.ndim == 1 else f"{path}[{r}]"
-                        rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
-                continue
-            if level is not None and not item.is_iq:
-                raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
-            pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
-            records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
-            if plot is not None:
-                rows.append(prediction_row(path, item, [pred], runner, rate))
+            try:
+                item = read_input(path)
+                hint = real_iq_hint(item)
+                if hint:
+                    raise ValueError(hint)
+                rate = item.sample_rate or sample_rate
+                if item.is_iq and level is None:
+                    _level_hint(path, item.data, runner.cfg.preprocess)
+                if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
+                    recordings = [item.data] if item.data.ndim == 1 else list(item.data)
+                    for r, recording in enumerate(recordings):
+                        preds = list(runner.stream_iq(_chunks(recording, window), rate, noise_power=level))
+                        for pred in preds:
+                            records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
+                        if plot is not None:
+                            name = path if item.data.ndim == 1 else f"{path}[{r}]"
+                            rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
+                    continue
+                if level is not None and not item.is_iq:
+                    raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
+                pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
+                records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
+                if plot is not None:
+                    rows.append(prediction_row(path, item, [pred], runner, rate))
+            except ValueError as e:  # with several inputs, say which one was wrong
+                raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
         if plot is not None:
             plot_predictions(plot, rows, list(runner.classes), eng.cfg.task, title)
     except (ValueError, OSError) as e:

@@ -195,6 +195,24 @@ def test_predict_says_real_samples_must_be_made_complex_and_titles_with_the_mode
     assert "my-model classify on torch" in spec.output and "vit-micro" not in spec.output
 
 
+def test_predict_names_the_input_that_was_wrong_among_several(tmp_path):
+    """The checks at the SDK's door speak of "input"; with several files the CLI says which one."""
+    model = _micro_classifier(tmp_path / "my-model")
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "good.npy", rng.random((40, 40)).astype(np.float32))
+    np.save(tmp_path / "holes.npy", np.full((40, 40), np.nan, np.float32))
+    np.save(tmp_path / "db.npy", -rng.random((40, 40)).astype(np.float32))
+    np.save(tmp_path / "short.npy", (rng.normal(size=10) + 1j * rng.normal(size=10)).astype(np.complex64))
+    for name, said in (("holes.npy", "NaN or infinite"), ("db.npy", "linear power"), ("short.npy", "has 10 samples")):
+        result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "good.npy"), str(tmp_path / name),
+                                          "--engine", "torch"], terminal_width=400)
+        assert result.exit_code == 1, result.output
+        assert f"{tmp_path / name}: " in result.output and said in result.output, result.output
+        assert "good.npy" not in result.output
+    missing = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "none.npy")], terminal_width=400)
+    assert missing.exit_code == 1 and missing.output.count("none.npy") == 1, missing.output  # named once, not twice
+
+
 def test_predict_on_an_exported_file_runs_its_own_precision_unless_told_otherwise(tmp_path):
     from radiofm.export.onnx import export
 
