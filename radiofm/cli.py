@@ -639,27 +639,35 @@ def train_finetune(
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Argument(..., help="Model folder, run folder or zoo name."),
+    model: str = typer.Argument(..., help="Model folder, run folder, zoo name or exported .onnx/.plan file."),
     data: Path = typer.Option(..., "--data", "-d", help="Labelled dataset folder (an MAE takes any)."),
+    engine: Optional[str] = typer.Option(None, "--engine", show_default="torch; an exported file: its runtime",
+                                         help="torch | onnx | trt: score what is deployed (an MAE: torch only)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 | int8 (default: an exported file's own, else fp32)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics here as JSON."),
     png: Optional[Path] = typer.Option(None, "--png", help="Confusion matrix PNG (not for an MAE) [default: beside --json]."),
     batch: int = typer.Option(64, "--batch", "-b"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch or ONNX Runtime)."),
 ):
     """Accuracy, per-class and mean per-class accuracy, mIoU (segmentation), accuracy by SNR, confusion matrix.
 
     An MAE is scored by its masked reconstruction MSE instead, on data of the kind it was trained on.
+    With --engine onnx or trt (or another --precision) the figures are the export's, on the same data.
     """
-    from radiofm.checkpoint import load_config, write_json_atomic
-    from radiofm.training.evaluate import evaluate, fmt, save_confusion_png
+    from radiofm.checkpoint import write_json_atomic
+    from radiofm.training.evaluate import evaluate, fmt, model_task, save_confusion_png
 
+    if engine is not None and engine not in ("torch", "onnx", "trt"):
+        fail(f"--engine must be torch, onnx or trt, got {engine!r}")
+    if precision is not None and precision not in ("fp32", "bf16", "fp16", "int8"):
+        fail(f"--precision must be fp32, bf16, fp16 or int8, got {precision!r}")
     need_at_least("--batch", batch, 1)
     need_at_least("--threads", threads, 1)
     check_output(json_out, "--json")
     check_output(png, "--png", suffixes=(".png",))
     if png is not None or json_out is not None:
         try:
-            mae = load_config(model).task == "mae"
+            mae = model_task(model) == "mae"
         except (ValueError, FileNotFoundError) as e:
             fail(str(e))
         if mae and png is not None:
@@ -669,10 +677,10 @@ def eval_(
             png = json_out.with_suffix(".png")
             check_output(png, "--png", suffixes=(".png",))
     try:
-        m = evaluate(model, data, batch, threads)
-    except (ValueError, FileNotFoundError) as e:
+        m = evaluate(model, data, batch, threads, engine, precision)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: TensorRT or a GPU missing
         fail(str(e))
-    console.print(f"{m['model']} ({m['task']}) on {m['data']}: {m['items']} items, {m['eval_time_s']} s")
+    console.print(f"{m['model']} ({m['task']}) on {m['engine']}, {m['data']}: {m['items']} items, {m['eval_time_s']} s")
     if m["task"] == "mae":
         console.print(f"masked reconstruction MSE {m['reconstruction_mse']:.4f} at mask ratio {m['mask_ratio']}")
     else:

@@ -263,6 +263,35 @@ def test_segment_finetune_and_eval_write_the_metrics_json_and_confusion_png(segm
     assert "mIoU" in result.output
 
 
+def test_eval_scores_what_is_deployed_an_export_or_another_precision(tmp_path):
+    """`radiofm eval` on an exported file runs it on its own runtime and precision, and says which:
+    an fp32 ONNX export makes torch's decisions; int8 and bf16 are scored on the same captures. An
+    MAE is refused an export engine, with what to do instead."""
+    from radiofm.export.onnx import export
+    from radiofm.training.evaluate import evaluate
+    from radiofm.training.synth import synthesize
+
+    synthesize("signals", 24, tmp_path / "test", seed=5, workers=1, progress=False)
+    export("signals-nano", tmp_path / "x", "int8", samples=16, batch_sizes=(1,))
+    torch_fp32 = evaluate("signals-nano", tmp_path / "test")
+    onnx_fp32 = evaluate(str(tmp_path / "x" / "model.onnx"), tmp_path / "test", batch_size=5)
+    assert torch_fp32["engine"] == "torch (cpu, fp32)" and onnx_fp32["engine"].startswith("onnx (")
+    assert onnx_fp32["engine"].endswith("fp32)") and onnx_fp32["items"] == torch_fp32["items"] == 24
+    assert onnx_fp32["confusion_matrix"] == torch_fp32["confusion_matrix"]
+    assert evaluate("signals-nano", tmp_path / "test", precision="bf16")["engine"] == "torch (cpu, bf16)"
+    with pytest.raises(ValueError, match="is an MAE: it is scored by its reconstruction error"):
+        evaluate("msm-nano", tmp_path / "test", engine="onnx")
+    result = runner.invoke(app, ["eval", str(tmp_path / "x" / "model.int8.onnx"), "--data", str(tmp_path / "test"),
+                                 "--json", str(tmp_path / "int8.json")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    int8 = json.loads((tmp_path / "int8.json").read_text())
+    assert int8["engine"].endswith("int8)") and int8["model"] == str(tmp_path / "x" / "model.int8.onnx")
+    assert sum(map(sum, int8["confusion_matrix"])) == 24 and (tmp_path / "int8.png").is_file()
+    assert "on onnx (" in result.output
+    refused = runner.invoke(app, ["eval", "signals-nano", "--data", str(tmp_path / "test"), "--engine", "tpu"])
+    assert refused.exit_code == 1 and "--engine must be torch, onnx or trt, got 'tpu'" in refused.output
+
+
 def test_eval_metrics_from_a_known_confusion():
     from radiofm.training.evaluate import accuracy_by_snr, classification_metrics, confusion
 

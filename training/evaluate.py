@@ -99,9 +99,49 @@ def check_kind(dataset, cfg, data_dir, model_name) -> None:
                          f"{KIND_NAMES.get(wanted, wanted)}: evaluate it on data of that kind")
 
 
-def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, threads: int | None = None) -> dict:
-    """Load a model (folder, run folder or zoo name), prepare ``data_dir`` and measure it."""
+EXPORTED_SUFFIXES = (".onnx", ".plan")
+
+
+class EngineModel:
+    """An engine (``radiofm.engines``) called as ``predict`` calls a torch model: a batch of model
+    input in, the logits out; in batches no larger than the engine takes (a TensorRT plan's profile)."""
+
+    def __init__(self, engine):
+        self.engine, self.cfg = engine, engine.cfg
+        self.max_batch = engine.max_batch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.engine.run(x.numpy())[0])
+
+
+def model_task(name_or_path) -> str:
+    """The task of a model folder, run folder, zoo name or exported file, read without loading weights."""
+    from radiofm.checkpoint import load_config
+    from radiofm.engines import recorded_config
+
+    path = Path(name_or_path)
+    if path.suffix in EXPORTED_SUFFIXES:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        config = recorded_config(path)
+        if config is None:
+            raise ValueError(f"{path} records no radiofm model config: export it with `radiofm export`")
+        return config["task"]
+    return load_config(name_or_path).task
+
+
+def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, threads: int | None = None,
+             engine: str | None = None, precision: str | None = None) -> dict:
+    """Load a model (folder, run folder, zoo name, or an exported .onnx / .plan file), prepare
+    ``data_dir`` and measure it.
+
+    ``engine`` and ``precision`` choose what runs it, as ``radiofm.engines.open_engine`` opens it:
+    by default the torch model in fp32 (an exported file: the runtime it is for, at its own precision),
+    or an export (``"onnx"``, ``"trt"``) or torch in another precision, so the figures are those of
+    what is deployed. An MAE is scored by torch in fp32 only.
+    """
     from radiofm.checkpoint import load_model, resolve_model_dir
+    from radiofm.engines import open_engine
 
     if batch_size < 1:
         raise ValueError(f"--batch must be at least 1, got {batch_size}")
@@ -109,7 +149,18 @@ def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, thre
         raise ValueError(f"--threads must be at least 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(name_or_path)
+    exported = Path(name_or_path).suffix in EXPORTED_SUFFIXES
+    engine = engine or {".onnx": "onnx", ".plan": "trt"}.get(Path(name_or_path).suffix, "torch")
+    if engine == "torch" and (precision or "fp32") == "fp32" and not exported:
+        model = load_model(name_or_path)
+        described = "torch (cpu, fp32)"
+    else:
+        if model_task(name_or_path) == "mae":
+            raise ValueError(f"{name_or_path} is an MAE: it is scored by its reconstruction error, with torch in "
+                             f"fp32 on its weights; leave out --engine and --precision")
+        model = EngineModel(open_engine(name_or_path, engine, "auto", precision, threads))
+        batch_size = min(batch_size, model.max_batch or batch_size)
+        described = model.engine.describe()
     dataset = open_data(data_dir, model.cfg.task)
     check_kind(dataset, model.cfg, data_dir, name_or_path)
     if model.cfg.task != "mae" and list(dataset.classes) != model.cfg.class_names:
@@ -117,8 +168,8 @@ def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, thre
     data = prepare_data(dataset, model.cfg)
     t0 = time.perf_counter()
     metrics, _ = evaluate_model(model, data, batch_size)
-    head = dict(model=str(resolve_model_dir(name_or_path)), data=str(data_dir), items=len(data), task=model.cfg.task,
-                eval_time_s=round(time.perf_counter() - t0, 2))
+    head = dict(model=str(name_or_path if exported else resolve_model_dir(name_or_path)), engine=described,
+                data=str(data_dir), items=len(data), task=model.cfg.task, eval_time_s=round(time.perf_counter() - t0, 2))
     return {**head, **metrics}
 
 
