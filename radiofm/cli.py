@@ -378,12 +378,15 @@ def predict(
     noise_power: Optional[str] = typer.Option(
         None, "--noise-power", help="IQ only: the noise power per sample in the file's units, or 'estimate' "
         "(measured on each capture). The models expect unit-power noise; default: the IQ as it is."),
+    annotate: bool = typer.Option(False, "--annotate", help="Write the predictions into each SigMF recording's "
+                                  ".sigmf-meta as annotations (radiofm's earlier ones are replaced, others kept)."),
 ):
     """Classify or segment spectrograms and IQ recordings.
 
     An IQ recording of at least the model's capture length is cut into whole captures, predicted one
     by one, as streaming does (a tail shorter than a capture is left out); a shorter recording is
-    predicted as one short capture. A 2-D complex array holds one recording per row.
+    predicted as one short capture. A 2-D complex array holds one recording per row. With --annotate
+    a classifier's windows, or a segmenter's regions as time-frequency boxes, become SigMF annotations.
     """
     import dataclasses
     import json
@@ -398,6 +401,15 @@ def predict(
         fail(f"--sample-rate must be a positive number of Hz, got {sample_rate:g}")
     level = _noise_power_option(noise_power)
     check_output(plot, "--plot", suffixes=PLOT_SUFFIXES)
+    if annotate:
+        from radiofm.annotate import Window, annotate_recording, sigmf_meta_path
+
+        for path in inputs:
+            try:
+                check_output(sigmf_meta_path(path), "--annotate")
+            except ValueError as e:
+                fail(str(e))
+    annotations: dict[Path, list] = {}  # per SigMF recording, its windows' predictions
     try:
         eng = open_engine(model, engine, "auto", precision)
         runner = (Segmenter if eng.cfg.task == "segment" else Classifier)(eng)
@@ -413,12 +425,17 @@ def predict(
                 rate = item.sample_rate or sample_rate
                 if item.is_iq and level is None:
                     _level_hint(path, item.data, runner.cfg.preprocess)
+                if annotate and item.data.ndim != 1:
+                    raise ValueError(f"{path} holds {item.data.shape[0]} channels; --annotate writes the "
+                                     f"annotations of one-channel recordings")
                 if item.is_iq and window and item.data.ndim in (1, 2) and item.data.shape[-1] >= window:
                     recordings = [item.data] if item.data.ndim == 1 else list(item.data)
                     for r, recording in enumerate(recordings):
                         preds = list(runner.stream_iq(_chunks(recording, window), rate, noise_power=level))
                         for pred in preds:
                             records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
+                        if annotate:
+                            annotations[item.path] = [_window(Window, p.start, window, p, eng.cfg.task) for p in preds]
                         if plot is not None:
                             name = path if item.data.ndim == 1 else f"{path}[{r}]"
                             rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
@@ -426,6 +443,8 @@ def predict(
                 if level is not None and not item.is_iq:
                     raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
                 pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
+                if annotate:  # one short capture: the whole recording
+                    annotations[item.path] = [_window(Window, 0, item.data.shape[-1], pred, eng.cfg.task)]
                 records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
                 if plot is not None:
                     rows.append(prediction_row(path, item, [pred], runner, rate))
@@ -433,6 +452,8 @@ def predict(
                 raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
         if plot is not None:
             plot_predictions(plot, rows, list(runner.classes), eng.cfg.task, title)
+        written = {meta: annotate_recording(meta, windows, list(runner.classes), eng.cfg.task, _model_name(model))
+                   for meta, windows in annotations.items()}
     except (ValueError, OSError) as e:
         fail(str(e))
     if as_json:
@@ -441,6 +462,14 @@ def predict(
         _print_predictions(records, title)
     if plot is not None:
         err_console.print(f"picture: {plot}", highlight=False)
+    for meta, n in written.items():
+        err_console.print(f"annotated {meta}: {n} annotation{'s' if n != 1 else ''}", highlight=False, soft_wrap=True)
+
+
+def _window(make, start: int, count: int, pred, task: str):
+    """A window of an annotated recording: its samples, and the first item's probabilities or class map."""
+    return make(start, count, probs=None if task == "segment" else pred.probs[0],
+                class_map=pred.indices[0] if task == "segment" else None)
 
 
 def _level_hint(path: Path, iq, pre) -> None:

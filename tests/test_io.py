@@ -256,3 +256,87 @@ def test_predict_command_noise_power_levels_iq_and_is_refused_for_spectrograms(t
         assert result.exit_code == 1 and "--noise-power must be a positive number" in result.output and bad in result.output
     spec = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "spec.npy"), "--noise-power", "estimate"])
     assert spec.exit_code == 1 and "spec.npy: --noise-power applies to IQ recordings" in " ".join(spec.output.split())
+
+
+# --------------------------------------------------------------------------- SigMF annotations
+def _recording_with_a_note(tmp_path, iq, rate, fc, name="rec"):
+    """A SigMF recording at ``fc`` that already holds one annotation of its own (radiofm must keep it)."""
+    meta = _sigmf(tmp_path, iq, rate, name)
+    rec = sigmf.sigmffile.fromfile(str(meta))
+    rec._metadata["captures"][0][sigmf.FREQUENCY_KEY] = fc
+    rec.add_annotation(100, 50, metadata={sigmf.LABEL_KEY: "mine", sigmf.COMMENT_KEY: "by hand"})
+    rec.tofile(str(meta), overwrite=True)
+    return meta
+
+
+def test_predict_annotates_a_recording_with_each_window_and_keeps_other_annotations(tmp_path):
+    model = _micro_classifier(tmp_path / "my-model")
+    rng = np.random.default_rng(6)
+    iq = (rng.normal(size=3 * 1024 + 200) + 1j * rng.normal(size=3 * 1024 + 200)).astype(np.complex64)
+    meta = _recording_with_a_note(tmp_path, iq, 1e6, 2.4e9)
+    for _ in range(2):  # a second run replaces radiofm's annotations instead of adding more
+        result = CliRunner().invoke(app, ["predict", str(model), str(meta), "--annotate", "--engine", "torch",
+                                          "--json"], terminal_width=400)
+        assert result.exit_code == 0, result.output
+        assert f"annotated {meta}: 3 annotations" in result.stderr
+    preds = json.loads(result.stdout)["predictions"]
+    rec = sigmf.sigmffile.fromfile(str(meta))  # reads, so the file is valid SigMF
+    rec.validate()
+    ours = [a for a in rec.get_annotations() if a.get("core:generator", "").startswith("radiofm ")]
+    assert [a["core:label"] for a in rec.get_annotations() if a not in ours] == ["mine"]
+    assert [(a["core:sample_start"], a["core:sample_count"]) for a in ours] == [(0, 1024), (1024, 1024), (2048, 1024)]
+    assert [a["core:label"] for a in ours] == [p["label"] for p in preds]
+    assert all(a["core:generator"].endswith(" my-model") for a in ours)
+    assert all((a["core:freq_lower_edge"], a["core:freq_upper_edge"]) == (2.4e9 - 5e5, 2.4e9 + 5e5) for a in ours)
+    top = max(preds[1]["probabilities"], key=preds[1]["probabilities"].get)
+    assert ours[1]["core:comment"].startswith(f"{top} {preds[1]['probabilities'][top]:.2f}")
+    assert np.array_equal(rec.read_samples(), iq)  # the samples are untouched
+
+
+def test_annotate_refuses_what_it_cannot_write_before_predicting(tmp_path):
+    model = _micro_classifier(tmp_path / "my-model")
+    np.save(tmp_path / "iq.npy", np.ones(2048, np.complex64))
+    (tmp_path / "rec.sigmf").write_bytes(b"")
+    for name, said in (("iq.npy", "is not a SigMF recording"), ("rec.sigmf", "is a SigMF archive")):
+        result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / name), "--annotate"],
+                                    terminal_width=400)
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert "┃" not in result.output  # refused before any prediction was printed
+
+
+def test_segment_regions_become_time_frequency_boxes():
+    """A class map's regions, as boxes in samples and Hz: row 0 is -fs/2 about the capture frequency,
+    columns split the window's samples evenly; background and speckle give none."""
+    from radiofm.annotate import Window, segment_annotations
+
+    class_map = np.zeros((8, 10), np.uint8)
+    class_map[2:4, 0:5] = 1  # rows 2-3: -fs/4 .. 0 about fc; columns 0-4: samples 0 .. 500 of 1000
+    class_map[6, 9] = 2  # one pixel: under MIN_REGION_FRACTION of 80 pixels is 1 pixel, so kept
+    boxes = segment_annotations([Window(5000, 1000, class_map=class_map)], ["noise", "NR", "LTE"], 8e6, [1e9], "g")
+    assert [(b["core:label"], b["core:sample_start"], b["core:sample_count"], b["core:freq_lower_edge"],
+             b["core:freq_upper_edge"]) for b in boxes] == [
+        ("NR", 5000, 500, 1e9 - 2e6, 1e9), ("LTE", 5900, 100, 1e9 + 2e6, 1e9 + 3e6)]
+    speckle = np.zeros((100, 100), np.uint8)
+    speckle[50, 50] = 1  # 1 pixel of 10000: speckle
+    assert segment_annotations([Window(0, 10, class_map=speckle)], ["noise", "NR"], 1e6, [0.0], "g") == []
+
+
+def test_a_segmenter_annotates_carriers_where_they_are_in_frequency(tmp_path):
+    """lte-nr-nano on a fresh LTE + NR capture: an LTE box lies on the LTE carrier's band (its
+    frequency edges, about the recording's centre frequency, are the carrier's), none on the noise."""
+    from radiofm.training.synth.lte_nr import CLASSES, SAMPLE_RATE, lte_nr_capture
+
+    iq, _, info = lte_nr_capture(np.random.default_rng(5), duration_ms=20)
+    lte = [(fc, bw) for k, fc, bw, *_ in info["carriers"] if CLASSES[k] == "LTE" and bw >= 10e6]
+    assert lte, info  # the scene holds a wide LTE carrier (seed 5: 15 MHz at -16.8 MHz)
+    fc_lte, bw = lte[0]
+    meta = _recording_with_a_note(tmp_path, iq, SAMPLE_RATE, 3.5e9)
+    result = CliRunner().invoke(app, ["predict", "lte-nr-nano", str(meta), "--annotate", "--engine", "torch"],
+                                terminal_width=400)
+    assert result.exit_code == 0, result.output
+    ours = [a for a in sigmf.sigmffile.fromfile(str(meta)).get_annotations() if a.get("core:generator")]
+    assert ours and {a["core:label"] for a in ours} <= {"NR", "LTE"}
+    lo, hi = 3.5e9 + fc_lte - bw / 2, 3.5e9 + fc_lte + bw / 2
+    overlap = [min(hi, a["core:freq_upper_edge"]) - max(lo, a["core:freq_lower_edge"]) for a in ours
+               if a["core:label"] == "LTE"]
+    assert max(overlap) >= 0.8 * bw, (overlap, lo, hi)
