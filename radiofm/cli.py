@@ -392,6 +392,7 @@ def predict(
     import json
     import math
 
+    from radiofm.annotate import Window, annotate_recording, sigmf_meta_path
     from radiofm.engines import open_engine
     from radiofm.io import read_input, real_iq_hint
     from radiofm.plotting import PLOT_SUFFIXES, plot_predictions, prediction_row
@@ -402,8 +403,6 @@ def predict(
     level = _noise_power_option(noise_power)
     check_output(plot, "--plot", suffixes=PLOT_SUFFIXES)
     if annotate:
-        from radiofm.annotate import Window, annotate_recording, sigmf_meta_path
-
         for path in inputs:
             try:
                 check_output(sigmf_meta_path(path), "--annotate")
