@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,17 +25,37 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 
 # --------------------------------------------------------------------------- atomic writes
 @contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, and are delivered then.
+
+    Around making a temporary file and naming it: a stop that arrived in between (Ctrl-C's
+    KeyboardInterrupt, a worker's SIGTERM handler raising) would leave a file that nothing removes;
+    deferred, it is raised once the name is held where the cleanup sees it."""
+    mask = getattr(signal, "pthread_sigmask", None)  # POSIX; elsewhere the window stays
+    if mask is None:
+        yield
+        return
+    before = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, before)
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise _naming(e, path) from e
-    tmp = Path(tmp)
-    try:  # from here on an interrupt (Ctrl-C reaching a worker mid-write) removes the temporary file
-        os.close(fd)
+    tmp = None
+    try:  # an interrupt from here on (Ctrl-C reaching a worker mid-write) removes the temporary file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with deferred_signals():
+                fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                tmp = Path(name)
+                os.close(fd)
+        except OSError as e:
+            raise _naming(e, path) from e
         yield tmp
         try:
             with open(tmp, "rb+") as f:
@@ -44,7 +65,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             raise _naming(e, path) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _naming(error: OSError, path: Path) -> OSError:

@@ -178,3 +178,42 @@ def test_weights_checksum_is_cached_until_the_file_is_replaced(tmp_path, monkeyp
     ckpt.save_model(build_model(preset("vit-micro")), folder)  # new weights, same path
     second = ckpt.sha256_file(weights)
     assert second != first and second == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+class _Stopped(Exception):
+    pass
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+@pytest.mark.parametrize("writer", ["atomic_path", "synth atomic_write"])
+def test_a_stop_arriving_as_the_temporary_file_is_made_leaves_no_file(tmp_path, monkeypatch, writer):
+    """A SIGTERM (or Ctrl-C) that lands just after the temporary file is created, before the writer
+    holds its name, would leave a hidden .tmp behind that nothing removes (a synth worker stopped at
+    that moment did, once in a CI run): it waits until the name is held, and the file goes with it."""
+    import signal
+    import tempfile
+
+    from radiofm.training.synth.common import atomic_write
+
+    made = tempfile.mkstemp
+
+    def mkstemp_then_stop(*args, **kwargs):
+        result = made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # undeferred, the handler raises right here
+        return result
+
+    def stop(signum, frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_stop)
+    try:
+        with pytest.raises(_Stopped):
+            if writer == "atomic_path":
+                with ckpt.atomic_path(tmp_path / "out.json") as tmp:
+                    tmp.write_text("{}")
+            else:
+                atomic_write(tmp_path / "out.npz", lambda f: f.write(b"x"))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert os.listdir(tmp_path) == []

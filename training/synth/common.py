@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from radiofm.checkpoint import deferred_signals
+
 MANIFEST = "dataset.json"
 MANIFEST_FORMAT = "radiofm-dataset"
 
@@ -21,15 +23,22 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through a temporary file in the same folder and rename: never a half-written ``path``."""
+    """Write through a temporary file in the same folder and rename: never a half-written ``path``,
+    nor a temporary file left by a stop (a worker's SIGTERM) at any point of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = f = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        with deferred_signals():  # a stop arriving while the file is made is raised once it is named
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            f = os.fdopen(fd, "wb")
+        with f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if f is not None:
+            f.close()
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # gone already where the stop came just after the rename
         raise
 
 
