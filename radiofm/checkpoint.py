@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,20 +27,27 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 # --------------------------------------------------------------------------- atomic writes
 @contextmanager
 def deferred_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends, and are delivered then.
+    """SIGINT and SIGTERM that arrive in the block are held, and raised again as it ends.
 
     Around making a temporary file and naming it: a stop that arrived in between (Ctrl-C's
     KeyboardInterrupt, a worker's SIGTERM handler raising) would leave a file that nothing removes;
-    deferred, it is raised once the name is held where the cleanup sees it."""
-    mask = getattr(signal, "pthread_sigmask", None)  # POSIX; elsewhere the window stays
-    if mask is None:
+    held, it is raised once the name is where the cleanup sees it, by the handler that was in place.
+    Python handlers run in the main thread only, so elsewhere there is nothing to hold. (A signal mask
+    would not do: in a process with other threads, BLAS's or a pool's, the signal reaches one of
+    those, and the main thread runs its Python handler all the same.)"""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in stops}
     try:
         yield
     finally:
-        mask(signal.SIG_SETMASK, before)
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(held):  # each once, in the order they came
+            signal.raise_signal(s)
 
 
 @contextmanager
