@@ -35,6 +35,13 @@ class Window:
     probs: np.ndarray | None = None
     class_map: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, pred, start: int, count: int, task: str) -> "Window":
+        """The window of a ``Prediction`` over those samples: its first item's probabilities or class map."""
+        if task == "segment":
+            return cls(start, count, class_map=pred.indices[0])
+        return cls(start, count, probs=pred.probs[0])
+
 
 def generator_name(model: str) -> str:
     from radiofm import __version__

@@ -434,7 +434,7 @@ def predict(
                         for pred in preds:
                             records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task, item=r))
                         if annotate:
-                            annotations[item.path] = [_window(Window, p.start, window, p, eng.cfg.task) for p in preds]
+                            annotations[item.path] = [Window.of(p, p.start, window, eng.cfg.task) for p in preds]
                         if plot is not None:
                             name = path if item.data.ndim == 1 else f"{path}[{r}]"
                             rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
@@ -443,7 +443,7 @@ def predict(
                     raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
                 pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
                 if annotate:  # one short capture: the whole recording
-                    annotations[item.path] = [_window(Window, 0, item.data.shape[-1], pred, eng.cfg.task)]
+                    annotations[item.path] = [Window.of(pred, 0, item.data.shape[-1], eng.cfg.task)]
                 records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
                 if plot is not None:
                     rows.append(prediction_row(path, item, [pred], runner, rate))
@@ -463,12 +463,6 @@ def predict(
         err_console.print(f"picture: {plot}", highlight=False)
     for meta, n in written.items():
         err_console.print(f"annotated {meta}: {n} annotation{'s' if n != 1 else ''}", highlight=False, soft_wrap=True)
-
-
-def _window(make, start: int, count: int, pred, task: str):
-    """A window of an annotated recording: its samples, and the first item's probabilities or class map."""
-    return make(start, count, probs=None if task == "segment" else pred.probs[0],
-                class_map=pred.indices[0] if task == "segment" else None)
 
 
 def _level_hint(path: Path, iq, pre) -> None:
@@ -685,10 +679,11 @@ def eval_(
     from radiofm.checkpoint import write_json_atomic
     from radiofm.training.evaluate import evaluate, fmt, model_task, save_confusion_png
 
-    if engine is not None and engine not in ("torch", "onnx", "trt"):
-        fail(f"--engine must be torch, onnx or trt, got {engine!r}")
-    if precision is not None and precision not in ("fp32", "bf16", "fp16", "int8"):
-        fail(f"--precision must be fp32, bf16, fp16 or int8, got {precision!r}")
+    from radiofm.engines import ENGINES, PRECISIONS
+
+    for option, value, choices in (("--engine", engine, ENGINES), ("--precision", precision, PRECISIONS)):
+        if value is not None and value not in choices:
+            fail(f"{option} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
     need_at_least("--batch", batch, 1)
     need_at_least("--threads", threads, 1)
     check_output(json_out, "--json")

@@ -22,6 +22,7 @@ import numpy as np
 from radiofm.config import ModelConfig
 
 ENGINES = ("torch", "onnx", "trt")
+EXPORT_SUFFIXES = (".onnx", ".plan")  # exported files, each opened on the runtime it was made for
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The contract with radiofm.export, which writes what these engines read: file names, graph I/O
 # names, the metadata key that carries the model config, and the int8 scope an export makes unasked
@@ -776,7 +777,7 @@ def open_engine(name_or_path, engine: str = "auto", device: str = "auto", precis
     if auto_device:
         device = "cuda" if cuda_visible() else "cpu"
     path = Path(name_or_path)
-    if path.suffix in (".onnx", ".plan"):
+    if path.suffix in EXPORT_SUFFIXES:
         return _open_file(path, engine, device, auto_device, precision, threads)
     if path.is_dir() and any(path.glob("*.onnx")):
         exports = path  # an export folder, or a model folder with its exports beside it

@@ -99,16 +99,12 @@ def check_kind(dataset, cfg, data_dir, model_name) -> None:
                          f"{KIND_NAMES.get(wanted, wanted)}: evaluate it on data of that kind")
 
 
-EXPORTED_SUFFIXES = (".onnx", ".plan")
-
-
 class EngineModel:
     """An engine (``radiofm.engines``) called as ``predict`` calls a torch model: a batch of model
-    input in, the logits out; in batches no larger than the engine takes (a TensorRT plan's profile)."""
+    input in, the logits out."""
 
     def __init__(self, engine):
         self.engine, self.cfg = engine, engine.cfg
-        self.max_batch = engine.max_batch
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.engine.run(x.numpy())[0])
@@ -117,10 +113,10 @@ class EngineModel:
 def model_task(name_or_path) -> str:
     """The task of a model folder, run folder, zoo name or exported file, read without loading weights."""
     from radiofm.checkpoint import load_config
-    from radiofm.engines import recorded_config
+    from radiofm.engines import EXPORT_SUFFIXES, recorded_config
 
     path = Path(name_or_path)
-    if path.suffix in EXPORTED_SUFFIXES:
+    if path.suffix in EXPORT_SUFFIXES:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
         config = recorded_config(path)
@@ -141,7 +137,7 @@ def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, thre
     what is deployed. An MAE is scored by torch in fp32 only.
     """
     from radiofm.checkpoint import load_model, resolve_model_dir
-    from radiofm.engines import open_engine
+    from radiofm.engines import EXPORT_SUFFIXES, open_engine
 
     if batch_size < 1:
         raise ValueError(f"--batch must be at least 1, got {batch_size}")
@@ -149,8 +145,8 @@ def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, thre
         raise ValueError(f"--threads must be at least 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
-    exported = Path(name_or_path).suffix in EXPORTED_SUFFIXES
-    engine = engine or {".onnx": "onnx", ".plan": "trt"}.get(Path(name_or_path).suffix, "torch")
+    exported = Path(name_or_path).suffix in EXPORT_SUFFIXES
+    engine = engine or ("auto" if exported else "torch")  # auto opens an exported file on its own runtime
     if engine == "torch" and (precision or "fp32") == "fp32" and not exported:
         model = load_model(name_or_path)
         described = "torch (cpu, fp32)"
@@ -159,7 +155,7 @@ def evaluate(name_or_path: str, data_dir: str | Path, batch_size: int = 64, thre
             raise ValueError(f"{name_or_path} is an MAE: it is scored by its reconstruction error, with torch in "
                              f"fp32 on its weights; leave out --engine and --precision")
         model = EngineModel(open_engine(name_or_path, engine, "auto", precision, threads))
-        batch_size = min(batch_size, model.max_batch or batch_size)
+        batch_size = min(batch_size, model.engine.max_batch or batch_size)  # a TensorRT plan's profile
         described = model.engine.describe()
     dataset = open_data(data_dir, model.cfg.task)
     check_kind(dataset, model.cfg, data_dir, name_or_path)
