@@ -105,6 +105,60 @@ def test_fm_is_wider_than_one_bin_and_cw_is_not():
     assert np.mean(fm_bins) > np.mean(cw_bins) + 1.5  # a CW tone spreads over the Hann main lobe alone
 
 
+def _csi(activity, n=20, snr_db=35.0):
+    from radiofm.training.synth.csi_har import generate_csi
+
+    return [generate_csi(activity, np.random.default_rng([9, s]), snr_db).astype(np.float64) for s in range(n)]
+
+
+def test_csi_empty_room_holds_still_and_every_activity_moves_it():
+    """Per subcarrier, the amplitude's spread over time relative to its mean: flutter alone (2 %) in an
+    empty room; a person's reflections beating against the static paths in every activity."""
+    def spread(x):
+        return np.median(x.std(2) / x.mean(2))
+
+    assert max(spread(x) for x in _csi("clean")) < 0.04
+    for activity in ("run", "walk", "fall", "box", "circle"):
+        assert min(spread(x) for x in _csi(activity)) > 0.06, activity
+
+
+def test_csi_fall_leaves_the_channel_changed_for_good():
+    """The first and last 0.4 s of a fall see the person standing, then lying: a different multipath."""
+    def change(x):
+        return np.abs(x[:, :, :50].mean(2) - x[:, :, -50:].mean(2)).mean() / x.mean()
+
+    assert np.median([change(x) for x in _csi("fall")]) > 0.2
+    assert max(change(x) for x in _csi("clean")) < 0.02
+
+
+def test_csi_walkers_cross_the_link_and_shadow_its_line_of_sight():
+    from radiofm.training.synth.csi_har import SHADOW_WIDTH_M, _shadow, _walker
+
+    t = np.arange(500) / 125.0
+    crossed = 0
+    for seed in range(20):
+        torso = _walker(np.random.default_rng(seed), t, 4.0, (0.8, 1.4), (1.6, 2.2), 0.25)[0][1]
+        assert np.all(np.abs(torso[:, 2] - 1.2) < 1e-9)  # upright all along
+        at = np.flatnonzero(np.diff(np.sign(torso[:, 1])) != 0)  # where it passes y = 0, the line through the link
+        crossed += bool(np.any((torso[at, 0] > 0) & (torso[at, 0] < 4.0)))  # between transmitter and receiver
+    assert crossed >= 14
+    on_link, beside, lying = np.array([[2.0, 0.0, 1.2], [2.0, 3 * SHADOW_WIDTH_M, 1.2], [2.0, 0.0, 0.2]])
+    np.testing.assert_allclose(_shadow(np.stack([on_link, beside, lying]), 4.0, 0.6), [0.4, 1.0, 1.0], atol=1e-3)
+    # In the channel: a torso walking through the link dims the line of sight on every subcarrier at once,
+    # even when it reflects nothing itself; one walking beside the link leaves the room as it was.
+    from radiofm.training.synth.csi_har import _channel, _room
+
+    los, multipath = _room(np.random.default_rng(0), 4.0)
+    y = np.linspace(-1.5, 1.5, 61)
+    through = np.column_stack([np.full(61, 2.0), y, np.full(61, 1.2)])
+    amplitude = np.abs(_channel((los, 0 * multipath), [(0.0, through)], 4.0, 0.6))  # the line of sight alone
+    np.testing.assert_allclose(amplitude[:, :, 30], 0.4, rtol=1e-9)
+    np.testing.assert_allclose(amplitude[:, :, [0, -1]], 1.0, atol=1e-3)
+    beside = through + np.array([0.0, 5.0, 0.0])
+    np.testing.assert_allclose(_channel((los, multipath), [(0.0, beside)], 4.0, 0.6),
+                               np.broadcast_to(_channel((los, multipath), [], 4.0, 0.6), (3, 114, 61)), atol=1e-9)
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live processes (not zombies) of process group ``pgid``, from /proc."""
     members = []
