@@ -3,7 +3,8 @@
 Validation wants real model inputs, not noise: parity on noise says little about the decisions a
 deployed model makes. Segmenters of spectrograms are checked on synthetic LTE/NR frames, classifiers
 and encoders on synthetic signal captures, all run through ``radiofm.signal.prepare`` exactly as the
-SDK does at inference. Where no generator fits the model (CSI input), the set falls back to
+SDK does at inference; CSI models with the generator's three antennas on synthetic csi-har
+recordings. Where no generator fits the model (CSI of another antenna count), the set falls back to
 standard-normal inputs (the scale of normalised input) and says so in the report.
 """
 
@@ -28,11 +29,16 @@ class Samples:
 
 def validation_set(cfg: ModelConfig, count: int, seed: int = 0) -> Samples:
     """``count`` model inputs for ``cfg``: LTE/NR frames for segmenters, signal captures for
-    classifiers and encoders of spectrograms, standard-normal inputs otherwise."""
+    classifiers and encoders of spectrograms, csi-har recordings for 3-antenna CSI models,
+    standard-normal inputs otherwise."""
+    from radiofm.training.synth.csi_har import ANTENNAS
+
     rng = np.random.default_rng(seed)
     if cfg.preprocess.kind == "spectrogram" and cfg.in_chans == 1:
         make = _lte_nr_frames if cfg.task == "segment" else _signal_captures
         return make(cfg, count, rng, seed)
+    if cfg.preprocess.kind == "csi" and cfg.in_chans == ANTENNAS:
+        return _csi_recordings(cfg, count, rng, seed)
     images = rng.standard_normal((count, cfg.in_chans, *cfg.img_size), dtype=np.float32)
     return Samples(images, None, "standard-normal inputs (no synthetic generator fits this model)")
 
@@ -46,6 +52,17 @@ def _signal_captures(cfg: ModelConfig, count: int, rng: np.random.Generator, see
     images = signal.prepare(np.stack(specs), cfg.preprocess, cfg.img_size)
     targets = kinds if cfg.task == "classify" and cfg.labels == CLASSES else None
     return Samples(images, targets, f"synthetic signal captures (signals generator, {SNR_RANGE[0]:g} to "
+                                    f"{SNR_RANGE[1]:g} dB SNR, seed {seed})")
+
+
+def _csi_recordings(cfg: ModelConfig, count: int, rng: np.random.Generator, seed: int) -> Samples:
+    from radiofm.training.synth.csi_har import CLASSES, SNR_RANGE, generate_csi
+
+    activities = np.arange(count) % len(CLASSES)
+    images = signal.prepare(np.stack([generate_csi(CLASSES[a], rng, float(rng.uniform(*SNR_RANGE))) for a in activities]),
+                            cfg.preprocess, cfg.img_size)
+    targets = activities if cfg.task == "classify" and cfg.labels == CLASSES else None
+    return Samples(images, targets, f"synthetic CSI recordings (csi-har generator, {SNR_RANGE[0]:g} to "
                                     f"{SNR_RANGE[1]:g} dB SNR, seed {seed})")
 
 

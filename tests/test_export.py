@@ -726,3 +726,28 @@ def test_calibration_data_of_another_kind_than_the_model_takes_is_refused(tmp_pa
     result = runner.invoke(app, ["export", str(spectrogram_model), "-p", "int8", "--calib", str(tmp_path / "csi"),
                                  "--out", str(tmp_path / "out3")], terminal_width=400)
     assert result.exit_code == 1 and "holds CSI amplitude" in result.output
+
+
+def test_a_csi_model_is_validated_on_synthetic_csi_and_others_on_normalised_noise():
+    """Parity on the model's own kind of input: csi-har recordings, labelled where the model's classes
+    are the generator's, prepared as the SDK prepares them; standard-normal input only where no
+    generator fits (CSI of another antenna count), and the report says which."""
+    from radiofm.config import PreprocessConfig
+    from radiofm.export.samples import validation_set
+    from radiofm.signal import prepare
+    from radiofm.training.synth.csi_har import CLASSES, generate_csi
+
+    pre = PreprocessConfig(kind="csi", offset=0.0, scale=60.0, mean=[0.3] * 3, std=[0.15] * 3)
+    cfg = preset("vit-micro", task="classify", num_classes=6, in_chans=3, labels=list(CLASSES), preprocess=pre)
+    samples = validation_set(cfg, 7, seed=4)
+    assert "csi-har generator" in samples.source and samples.images.shape == (7, 3, 32, 32)
+    np.testing.assert_array_equal(samples.targets, [0, 1, 2, 3, 4, 5, 0])
+    rng = np.random.default_rng(4)
+    first = generate_csi(CLASSES[0], rng, float(rng.uniform(15, 35)))
+    np.testing.assert_allclose(samples.images[0], prepare(first, pre, (32, 32))[0], rtol=1e-6)
+    assert validation_set(cfg.replace(labels=[f"c{i}" for i in range(6)]), 2).targets is None
+
+    two = cfg.replace(in_chans=2, preprocess=PreprocessConfig(kind="csi", offset=0.0, scale=60.0, mean=[0.3] * 2,
+                                                               std=[0.15] * 2))
+    noise = validation_set(two, 3)
+    assert "standard-normal" in noise.source and noise.targets is None and noise.images.shape == (3, 2, 32, 32)
