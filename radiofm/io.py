@@ -1,5 +1,8 @@
 """Reading inference inputs from files: ``.npy`` arrays, MATLAB ``.mat`` files and SigMF recordings.
 
+A ``.mat`` file with ``CSIamp`` is an NTU-Fi HAR recording, read as its dataset reader reads it:
+(3 antennas, 114 subcarriers, every 4th packet).
+
 Each reader gives an ``Input``: complex IQ (with its sample rate where the file records one) or real
 spectrograms / CSI. Nothing here unpickles: ``.npy`` files are read with ``allow_pickle=False``.
 """
@@ -13,6 +16,20 @@ import numpy as np
 
 SIGMF_SUFFIXES = (".sigmf-meta", ".sigmf-data", ".sigmf")
 MAT_KEYS = ("rxSpectrogram", "CSIamp", "spectrogram", "iq", "x")
+NTU_FI_ANTENNAS, NTU_FI_SUBCARRIERS, NTU_FI_DECIMATE = 3, 114, 4
+
+
+def ntu_fi_amplitude(amp: np.ndarray, path: Path, decimate: int = NTU_FI_DECIMATE) -> np.ndarray:
+    """NTU-Fi's ``CSIamp`` (342 x packets: antenna-major rows; or already 3 x 114 x packets) ->
+    (3, 114, packets / decimate) float32, every ``decimate``-th packet kept, as the original loader does."""
+    amp = np.asarray(amp, np.float32)
+    rows = NTU_FI_ANTENNAS * NTU_FI_SUBCARRIERS
+    if amp.shape[:2] == (NTU_FI_ANTENNAS, NTU_FI_SUBCARRIERS) and amp.ndim == 3:
+        amp = amp.reshape(rows, -1)
+    if amp.ndim != 2 or amp.shape[0] != rows:
+        raise ValueError(f"{path}: CSIamp has shape {amp.shape}, not {rows} x packets "
+                         f"({NTU_FI_ANTENNAS} antennas x {NTU_FI_SUBCARRIERS} subcarriers, as NTU-Fi stores it)")
+    return amp.reshape(NTU_FI_ANTENNAS, NTU_FI_SUBCARRIERS, -1)[:, :, ::decimate]
 
 
 @dataclass
@@ -44,7 +61,8 @@ def read_input(path: str | Path) -> Input:
         if np.iscomplexobj(data):
             data = _as_vector(data)
     elif path.suffix == ".mat":
-        data = _as_vector(_read_mat(path))
+        key, data = _read_mat(path)
+        data = ntu_fi_amplitude(data, path) if key == "CSIamp" else _as_vector(data)
     else:
         raise ValueError(f"{path}: unsupported input type {path.suffix!r}; use .npy, .mat or SigMF (.sigmf-meta)")
     if not np.issubdtype(data.dtype, np.number):
@@ -93,7 +111,8 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path} is not a plain numeric .npy array ({what or type(e).__name__})") from e
 
 
-def _read_mat(path: Path) -> np.ndarray:
+def _read_mat(path: Path) -> tuple[str, np.ndarray]:
+    """(key, array) of the input a MATLAB file holds: the first of MAT_KEYS, or its only array."""
     from scipy.io import loadmat
 
     try:
@@ -103,9 +122,10 @@ def _read_mat(path: Path) -> np.ndarray:
     arrays = {k: v for k, v in mat.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
     for key in MAT_KEYS:
         if key in arrays:
-            return np.asarray(arrays[key])
+            return key, np.asarray(arrays[key])
     if len(arrays) == 1:
-        return np.asarray(next(iter(arrays.values())))
+        key, value = next(iter(arrays.items()))
+        return key, np.asarray(value)
     raise ValueError(f"{path}: no array under the keys {', '.join(MAT_KEYS)} (found: {', '.join(arrays) or 'none'})")
 
 

@@ -171,6 +171,10 @@ class _Task:
         if x.ndim == 4 and x.shape[1] != self.cfg.in_chans:
             raise ValueError(f"expected {self.cfg.in_chans} channel(s) (N, {self.cfg.in_chans}, H, W), "
                              f"got shape {x.shape}")
+        if x.ndim == 2 and self.cfg.in_chans > 1:
+            what = "antennas x subcarriers x packets" if self.cfg.preprocess.kind == "csi" else "channels x H x W"
+            raise ValueError(f"expected {self.cfg.in_chans} channels ({what}): ({self.cfg.in_chans}, H, W) or "
+                             f"(N, {self.cfg.in_chans}, H, W), got a 2-D array of shape {x.shape}")
         if x.ndim == 3 and self.cfg.preprocess.kind == "csi" and x.shape[0] != self.cfg.in_chans:
             raise ValueError(f"expected CSI of shape ({self.cfg.in_chans}, H, W), got {x.shape}")
         if x.size == 0:

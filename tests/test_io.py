@@ -38,6 +38,35 @@ def test_readers_give_back_what_was_written(tmp_path):
     assert np.array_equal(rec.data, iq) and rec.sample_rate == 2e6 and rec.is_iq
 
 
+def test_an_ntu_fi_recording_is_read_and_predicted_as_its_dataset_reader_reads_it(tmp_path):
+    """`radiofm predict csi-har-nano run12.mat` on NTU-Fi's own file: CSIamp (342 x 2000) becomes
+    (3 antennas, 114 subcarriers, every 4th packet), the input the dataset reader gave in training."""
+    from radiofm.training.datasets import open_dataset
+
+    rng = np.random.default_rng(2)
+    amp = rng.uniform(10, 60, (342, 2000)).astype(np.float32)
+    (tmp_path / "set").mkdir()
+    savemat(tmp_path / "set" / "walk7.mat", {"CSIamp": amp})
+    item = read_input(tmp_path / "set" / "walk7.mat")
+    np.testing.assert_array_equal(item.data, amp.reshape(3, 114, 2000)[:, :, ::4])
+    np.testing.assert_array_equal(item.data, open_dataset(tmp_path / "set")[0][0])
+    savemat(tmp_path / "short.mat", {"CSIamp": np.ones((114, 20))})
+    with pytest.raises(ValueError, match=r"short.mat: CSIamp has shape \(114, 20\), not 342 x packets"):
+        read_input(tmp_path / "short.mat")
+
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="classify", num_classes=2, labels=["walk", "clean"], in_chans=3,
+                 preprocess=PreprocessConfig(kind="csi", offset=0.0, scale=60.0, mean=[0.5] * 3, std=[0.2] * 3))
+    model = save_model(build_model(cfg), tmp_path / "csi-model")
+    result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "set" / "walk7.mat")], terminal_width=200)
+    assert result.exit_code == 0 and ("walk (" in result.output or "clean (" in result.output), result.output
+    np.save(tmp_path / "flat.npy", amp[:, :500])
+    result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "flat.npy")], terminal_width=300)
+    assert result.exit_code == 1
+    assert ("flat.npy: expected 3 channels (antennas x subcarriers x packets): (3, H, W) or (N, 3, H, W), "
+            "got a 2-D array of shape (342, 500)") in " ".join(result.output.split())
+
+
 def test_bad_files_name_the_file(tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"not matlab")
     (tmp_path / "x.txt").write_text("1 2 3")

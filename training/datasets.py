@@ -20,6 +20,7 @@ import numpy as np
 
 from radiofm import signal
 from radiofm.config import PreprocessConfig
+from radiofm.io import ntu_fi_amplitude
 
 from .synth.common import read_manifest
 
@@ -204,10 +205,8 @@ class NtuFiDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         path = self.files[self._index(i)]
-        amp = np.asarray(_load_mat(path, "CSIamp"), np.float32)
-        if amp.size % (3 * 114):
-            raise ValueError(f"{path}: CSIamp has shape {amp.shape}, not 3 x 114 x packets")
-        return amp.reshape(3, 114, -1)[:, :, :: self.decimate], NTU_FI_CLASSES.index(self._activity(path))
+        amp = ntu_fi_amplitude(_load_mat(path, "CSIamp"), path, self.decimate)
+        return amp, NTU_FI_CLASSES.index(self._activity(path))
 
 
 class TiffDataset(Dataset):
