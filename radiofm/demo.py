@@ -16,6 +16,7 @@ from rich.table import Table
 
 CLASSIFIER = "signals-nano"
 SEGMENTER = "lte-nr-nano"
+CSI_CLASSIFIER = "csi-har-nano"
 
 
 @dataclass
@@ -75,6 +76,16 @@ def lte_nr_frames(n: int, seed: int):
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
 
+def csi_recordings(n_per_class: int, seed: int):
+    """Fresh CSI amplitude recordings of every activity: (amplitude (N, 3, 114, 500), true labels)."""
+    from radiofm.training.synth import csi_har
+
+    rng = np.random.default_rng(seed)
+    activities = [a for a in csi_har.CLASSES for _ in range(n_per_class)]
+    x = np.stack([csi_har.generate_csi(a, rng, float(rng.uniform(*csi_har.SNR_RANGE))) for a in activities])
+    return x, np.array(activities)
+
+
 def time_engine(fn, x, repeats: int) -> tuple[float, float]:
     """(median ms of one sample, ms per sample at the batch of ``x``), after one warm-up."""
     fn(x[:1])
@@ -114,12 +125,15 @@ def run_demo(out: Path, seed: int = 2026, n_per_class: int = 2, n_frames: int = 
     console.print("[bold]1. Export the bundled models to ONNX[/]")
     clf_onnx = exported(CLASSIFIER, "int8", console)
     seg_onnx = exported(SEGMENTER, "fp32", console)
+    csi_onnx = exported(CSI_CLASSIFIER, "fp32", console)
 
     console.print(f"[bold]2. Fresh captures[/] (seed {seed}, not seen in training)")
     iq, truth, snrs = signal_captures(n_per_class, seed)
     spectra, masks = lte_nr_frames(n_frames, seed)
+    csi, csi_truth = csi_recordings(n_per_class, seed)
     console.print(f"  {len(iq)} signal captures ({iq.shape[1]} IQ samples each, SNR 10-30 dB), "
-                  f"{len(spectra)} LTE/NR frames {spectra.shape[1]}x{spectra.shape[2]}")
+                  f"{len(spectra)} LTE/NR frames {spectra.shape[1]}x{spectra.shape[2]}, "
+                  f"{len(csi)} WiFi CSI recordings {'x'.join(map(str, csi.shape[1:]))}")
 
     console.print("[bold]3. Predict on every engine[/]")
     runs, clf_preds, seg_preds = [], [], []
@@ -137,6 +151,13 @@ def run_demo(out: Path, seed: int = 2026, n_per_class: int = 2, n_frames: int = 
         acc = mean_class_accuracy(seg_preds[-1].indices, masks, len(seg.classes))
         p50, per = time_engine(seg.predict, spectra, max(3, repeats // 4))
         runs.append((SEGMENTER, EngineRun(label, acc, p50, per)))
+    csi_preds = []
+    for label, engine, precision in engine_options(csi_onnx):
+        har = Classifier.from_pretrained(CSI_CLASSIFIER if engine == "torch" else csi_onnx, engine=engine,
+                                         precision=precision)
+        csi_preds.append(har.predict(csi))
+        p50, per = time_engine(har.predict, csi, repeats)
+        runs.append((CSI_CLASSIFIER, EngineRun(label, float((csi_preds[-1].labels == csi_truth).mean()), p50, per)))
     first_pred = clf_preds[0]
 
     table = Table(title=f"{CLASSIFIER} on {len(iq)} fresh captures ({runs[0][1].label})")
@@ -155,7 +176,8 @@ def run_demo(out: Path, seed: int = 2026, n_per_class: int = 2, n_frames: int = 
         perf.add_row(model, r.label, f"{r.accuracy:.1%}", metric, f"{r.p50_ms:.2f}", f"{r.per_sample_ms:.2f}")
     console.print(perf)
 
-    plot(out, clf.prepare(spec)[0], truth, first_pred.labels, spectra, masks, seg_preds[0].indices, seg.classes)
+    plot(out, clf.prepare(spec)[0], truth, first_pred.labels, spectra, masks, seg_preds[0].indices, seg.classes,
+         har.prepare(csi)[0], csi_truth, csi_preds[0].labels)
     elapsed = time.perf_counter() - t0
     console.print(f"[bold]4. Picture[/] of the captures with predicted labels and masks: {out}")
     console.print(f"demo finished in {elapsed:.1f} s")
@@ -167,7 +189,8 @@ def mean_class_accuracy(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean(per_class))
 
 
-def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_classes) -> None:
+def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_classes, csi_images, csi_truth,
+         csi_predicted) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,28 +200,35 @@ def plot(out: Path, images, truth, predicted, spectra, masks, seg_masks, seg_cla
     from radiofm.checkpoint import atomic_path
     from radiofm.training.show import MASK_COLOURS
 
-    n_sig, n_seg = len(images), len(spectra)
+    n_seg = len(spectra)
     cols = max(8, n_seg)
-    rows_sig = -(-n_sig // cols)
-    fig, axes = plt.subplots(rows_sig + 3, cols, figsize=(1.8 * cols, 1.9 * (rows_sig + 3)), squeeze=False)
+    rows_sig, rows_csi = -(-len(images) // cols), -(-len(csi_images) // cols)
+    rows = rows_sig + rows_csi + 3
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i in range(n_sig):
-        ax = axes[i // cols, i % cols]
-        ax.imshow(images[i, 0], origin="lower", aspect="auto", cmap="viridis")
-        ok = truth[i] == predicted[i]
-        ax.set_title(f"{truth[i]} -> {predicted[i]}", fontsize=7, color="green" if ok else "red")
+
+    def labelled(first_row, pictures, true, guess, what):
+        for i, (picture, t, p) in enumerate(zip(pictures, true, guess)):
+            ax = axes[first_row + i // cols, i % cols]
+            ax.imshow(picture, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_title(f"{what}{t} -> {p}", fontsize=7, color="green" if t == p else "red")
+
+    labelled(0, images[:, 0], truth, predicted, "")
+    labelled(rows_sig, csi_images[:, 0], csi_truth, csi_predicted, "CSI ")  # antenna 0, subcarriers x time
+    top = rows_sig + rows_csi
     cmap = ListedColormap(MASK_COLOURS[: len(seg_classes)])
     for j in range(n_seg):
         db = 10 * np.log10(spectra[j] + 1e-12)
-        axes[rows_sig, j].imshow(db, origin="lower", aspect="auto", cmap="viridis")
-        axes[rows_sig + 1, j].imshow(masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
-        axes[rows_sig + 2, j].imshow(seg_masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
-    axes[rows_sig, 0].set_title("LTE/NR frame (dB)", fontsize=7, loc="left")
-    axes[rows_sig + 1, 0].set_title("true mask", fontsize=7, loc="left")
-    axes[rows_sig + 2, 0].set_title("predicted mask (" + ", ".join(seg_classes) + ": black, orange, blue)",
-                                    fontsize=7, loc="left")
-    fig.suptitle("radiofm demo: signal classes (true -> predicted) and LTE/NR segmentation", fontsize=9)
+        axes[top, j].imshow(db, origin="lower", aspect="auto", cmap="viridis")
+        axes[top + 1, j].imshow(masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
+        axes[top + 2, j].imshow(seg_masks[j], origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(seg_classes) - 1)
+    axes[top, 0].set_title("LTE/NR frame (dB)", fontsize=7, loc="left")
+    axes[top + 1, 0].set_title("true mask", fontsize=7, loc="left")
+    axes[top + 2, 0].set_title("predicted mask (" + ", ".join(seg_classes) + ": black, orange, blue)",
+                               fontsize=7, loc="left")
+    fig.suptitle("radiofm demo: signal classes and WiFi CSI activities (true -> predicted), LTE/NR segmentation",
+                 fontsize=9)
     fig.tight_layout()
     try:
         with atomic_path(out) as tmp:

@@ -217,10 +217,12 @@ def test_the_demo_runs_every_engine_and_reuses_its_exports(tmp_path):
     result = run_demo(tmp_path / "demo.png", n_per_class=1, n_frames=2, repeats=2, console=console)
     runs = {(model, run["label"]): run for model, run in result["runs"]}
     assert {("signals-nano", "torch fp32"), ("signals-nano", "onnx fp32"), ("signals-nano", "onnx int8"),
-            ("lte-nr-nano", "torch fp32"), ("lte-nr-nano", "onnx fp32")} <= set(runs)
+            ("lte-nr-nano", "torch fp32"), ("lte-nr-nano", "onnx fp32"),
+            ("csi-har-nano", "torch fp32"), ("csi-har-nano", "onnx fp32")} <= set(runs)
     for (model, label), run in runs.items():
         assert run["p50_ms"] > 0 and 0 <= run["accuracy"] <= 1
     assert runs[("lte-nr-nano", "onnx fp32")]["accuracy"] > 0.8
+    assert runs[("csi-har-nano", "onnx fp32")]["accuracy"] >= 4 / 6  # one recording of each activity
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert "exported ONNX" in console.export_text()
 
