@@ -439,6 +439,14 @@ def predict(
                             name = path if item.data.ndim == 1 else f"{path}[{r}]"
                             rows.append(prediction_row(name, dataclasses.replace(item, data=recording), preds, runner, rate))
                     continue
+                if runner.cfg.preprocess.kind == "csi" and window and item.data.ndim == 3 and item.data.shape[-1] > window:
+                    # A CSI recording longer than the model's: one prediction per window of packets, as for IQ.
+                    preds = list(runner.stream_csi(_chunks(item.data, window), window))
+                    for pred in preds:
+                        records.extend(_prediction_records(path, pred, runner.classes, eng.cfg.task))
+                    if plot is not None:
+                        rows.append(prediction_row(path, item, preds, runner))
+                    continue
                 if level is not None and not item.is_iq:
                     raise ValueError(f"{path}: --noise-power applies to IQ recordings; this file holds spectrograms")
                 pred = runner.predict_iq(item.data, rate, level) if item.is_iq else runner.predict(item.data)
@@ -508,9 +516,10 @@ def _model_name(model: str) -> str:
 
 
 def _chunks(recording, window: int, windows_per_chunk: int = 64):
-    """A long recording in pieces of whole windows, so that streaming it never stacks all its windows at once."""
+    """A long recording (IQ samples or CSI packets on its last axis) in pieces of whole windows, so that
+    streaming it never stacks all its windows at once."""
     step = window * windows_per_chunk
-    return (recording[i:i + step] for i in range(0, len(recording), step))
+    return (recording[..., i:i + step] for i in range(0, recording.shape[-1], step))
 
 
 def _print_predictions(records: list[dict], title: str) -> None:

@@ -36,7 +36,9 @@ class PreprocessConfig:
     std: list[float] = field(default_factory=lambda: [0.0664])
     resize: str = "bicubic"
     sample_rate: float | None = None  # Hz the model was trained at; None = not fixed
-    capture_samples: int | None = None  # IQ samples per model input in training (streaming window)
+    # Per model input in training (the streaming window): IQ samples, or for CSI packets (after the
+    # loader's decimation). None: not one length.
+    capture_samples: int | None = None
     # (H, W) the training set stored its spectrograms at, area-averaged in linear power (the lte-nr
     # generator's 256x256, the MATLAB example's layout); IQ input is brought there the same way
     # before the loader's steps. None: stored as the STFT made them (signals).

@@ -117,7 +117,7 @@ def plot_predictions(out: str | Path, rows: list[Row], classes: list[str], task:
 def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
     """The row ``plot_predictions`` draws for one input file (``radiofm.io.Input``) and the predictions
     ``runner`` (a Classifier or Segmenter) made on it: one Prediction per window of a long recording
-    (``stream_iq``), or one for the whole file."""
+    (``stream_iq``, ``stream_csi``), or one for the whole file."""
     from radiofm import signal
 
     pre = runner.cfg.preprocess
@@ -127,6 +127,11 @@ def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
         results = [(p, 0) for p in preds]
         fs = rate or pre.sample_rate
         when = [f"{p.start / fs * 1e3:.2f} ms: " if fs else f"sample {p.start}: " for p in preds]
+    elif preds[0].start is not None:  # windows of a long CSI recording: antenna 0 of each
+        window = pre.capture_samples
+        spectra = [item.data[0, :, p.start:p.start + window] for p in preds[:MAX_UNITS]]
+        results = [(p, 0) for p in preds]
+        when = [f"packet {p.start}: " for p in preds]
     else:
         captures = [item.data] if item.is_iq and item.data.ndim == 1 else item.data
         spectra = np.stack([signal.spectrogram(c, pre) for c in captures]) if item.is_iq else np.asarray(item.data)

@@ -326,6 +326,63 @@ class _Predictor(_Task):
             buffer = buffer[drop:]
 
 
+    def stream_csi(self, chunks: Iterable[np.ndarray], window: int | None = None,
+                   hop: int | None = None) -> Iterator[Prediction]:
+        """Predictions over continuous CSI amplitude arriving in chunks of packets, as ``stream_iq``
+        does for IQ.
+
+        Each chunk is (antennas, subcarriers, k) for any k >= 1 packets, at the packet rate the model
+        was trained at (NTU-Fi: every 4th packet). A prediction is made for every ``window`` packets,
+        starting every ``hop`` packets (defaults: the recording length the model was trained on, no
+        overlap); ``Prediction.start`` is the window's first packet. Packets are carried across chunk
+        boundaries, so the result equals cutting the whole stream at once. A trailing part shorter
+        than a window is not predicted. The arguments are checked when it is called.
+        """
+        pre = self.cfg.preprocess
+        if pre.kind != "csi":
+            raise ValueError(f"stream_csi() needs a CSI model; this one takes {pre.kind} input: use stream_iq()")
+        if isinstance(chunks, np.ndarray):
+            raise ValueError(f"stream_csi() takes an iterable of (antennas, subcarriers, packets) chunks, got one "
+                             f"array of shape {chunks.shape}: pass [csi] for a recording held in memory")
+        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
+            raise ValueError(f"stream_csi() takes an iterable of (antennas, subcarriers, packets) chunks, "
+                             f"got {_describe(chunks)}")
+        if window is None:
+            window = pre.capture_samples
+            if not window:
+                raise ValueError("this model records no recording length: pass window=<packets per prediction>")
+        elif not _whole(window) or window < 2:
+            raise ValueError(f"window must be a whole number of packets >= 2 (or None for the model's "
+                             f"recording length), got {window!r}")
+        if hop is None:
+            hop = window
+        elif not _whole(hop) or hop < 1:
+            raise ValueError(f"hop must be a positive whole number of packets (or None for the window), got {hop!r}")
+        return self._stream_csi(chunks, int(window), int(hop))
+
+    def _stream_csi(self, chunks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[Prediction]:
+        buffer = None
+        consumed = 0  # absolute packet index of buffer[..., 0]
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.ndim != 3 or np.iscomplexobj(chunk) or chunk.shape[0] != self.cfg.in_chans:
+                raise ValueError(f"stream chunks must be real CSI amplitude ({self.cfg.in_chans}, subcarriers, "
+                                 f"packets), got {chunk.dtype} of shape {chunk.shape}")
+            if buffer is not None and chunk.shape[1] != buffer.shape[1]:
+                raise ValueError(f"a chunk has {chunk.shape[1]} subcarriers where the stream had {buffer.shape[1]}")
+            chunk = chunk.astype(np.float32, copy=False)
+            buffer = chunk if buffer is None else np.concatenate([buffer, chunk], axis=2)
+            starts = list(range(0, buffer.shape[2] - window + 1, hop))
+            if not starts:
+                continue
+            pred = self.predict(np.stack([buffer[..., s:s + window] for s in starts]))
+            for i, s in enumerate(starts):
+                yield Prediction(pred.indices[i:i + 1], pred.probs[i:i + 1], pred.labels[i:i + 1], consumed + s)
+            drop = starts[-1] + hop
+            consumed += drop
+            buffer = buffer[..., drop:]
+
+
 class Classifier(_Predictor):
     """Signal / activity classification."""
 

@@ -127,6 +127,85 @@ def test_streaming_across_chunk_boundaries_equals_one_shot(clf_dir, chunk):
     np.testing.assert_allclose(np.concatenate([p.probs for p in streamed]), one_shot.probs, atol=1e-6)
 
 
+CSI_PRE = PreprocessConfig(kind="csi", offset=0.0, scale=60.0, mean=[0.5] * 3, std=[0.2] * 3, capture_samples=40)
+
+
+@pytest.fixture(scope="module")
+def csi_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = preset("vit-micro", task="classify", num_classes=3, labels=["walk", "fall", "clean"], in_chans=3,
+                 preprocess=CSI_PRE)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.head.weight, std=1.0)
+    return save_model(model, tmp_path_factory.mktemp("csi") / "model")
+
+
+def _csi(packets, seed):
+    return np.random.default_rng(seed).uniform(5, 55, (3, 20, packets)).astype(np.float32)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 333])
+def test_csi_streaming_across_chunk_boundaries_equals_one_shot(csi_dir, chunk):
+    clf = Classifier.from_pretrained(csi_dir, engine="torch")
+    csi = _csi(300, 3)
+    window, hop = 40, 25
+    streamed = list(clf.stream_csi((csi[..., i:i + chunk] for i in range(0, csi.shape[-1], chunk)), window, hop))
+    starts = list(range(0, csi.shape[-1] - window + 1, hop))  # the last 10 packets make no window
+    one_shot = clf.predict(np.stack([csi[..., s:s + window] for s in starts]))
+    assert [p.start for p in streamed] == starts
+    np.testing.assert_allclose(np.concatenate([p.probs for p in streamed]), one_shot.probs, atol=1e-6)
+    assert len(set(np.concatenate([p.labels for p in streamed]))) > 1  # not one answer whatever the input
+    # The defaults: the model's recording length (preprocess.capture_samples, in packets), no overlap.
+    assert [p.start for p in clf.stream_csi([csi])] == list(range(0, 261, 40))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda clf: clf.stream_csi(_csi(80, 0)), r"iterable of \(antennas, subcarriers, packets\) chunks, got one "
+                                              r"array of shape \(3, 20, 80\): pass \[csi\]"),
+    (lambda clf: clf.stream_csi(iter([]), window=1), "window must be a whole number of packets >= 2 .* got 1"),
+    (lambda clf: clf.stream_csi(iter([]), window=40.0), "window must be .* got 40.0"),
+    (lambda clf: clf.stream_csi(iter([]), hop=0), "hop must be a positive whole number of packets .* got 0"),
+    (lambda clf: list(clf.stream_csi([_csi(50, 0)[:2]])), r"real CSI amplitude \(3, subcarriers, packets\), got "
+                                                          r"float32 of shape \(2, 20, 50\)"),
+    (lambda clf: list(clf.stream_csi([_csi(30, 0), _csi(30, 1)[:, :10]])), "a chunk has 10 subcarriers where "
+                                                                           "the stream had 20"),
+])
+def test_stream_csi_says_what_was_wrong(csi_dir, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(Classifier.from_pretrained(csi_dir, engine="torch"))
+
+
+def test_stream_csi_needs_a_csi_model_and_a_window(clf_dir, tmp_path):
+    with pytest.raises(ValueError, match="stream_csi\\(\\) needs a CSI model; this one takes spectrogram input: "
+                                         "use stream_iq\\(\\)"):
+        Classifier.from_pretrained(clf_dir, engine="torch").stream_csi([_csi(40, 0)])
+    cfg = preset("vit-micro", task="classify", num_classes=2, in_chans=3,
+                 preprocess=PreprocessConfig(kind="csi", offset=0.0, scale=60.0, mean=[0.5] * 3, std=[0.2] * 3))
+    clf = Classifier.from_pretrained(save_model(build_model(cfg), tmp_path / "m"), engine="torch")
+    with pytest.raises(ValueError, match="records no recording length: pass window=<packets per prediction>"):
+        clf.stream_csi([_csi(40, 0)])
+    assert [p.start for p in clf.stream_csi([_csi(100, 0)], window=50)] == [0, 50]
+
+
+def test_predict_cuts_a_long_csi_recording_into_the_models_windows(csi_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from radiofm.cli import app
+
+    csi = _csi(130, 5)
+    np.save(tmp_path / "long.npy", csi)
+    result = CliRunner().invoke(app, ["predict", str(csi_dir), str(tmp_path / "long.npy"), "--json",
+                                      "--plot", str(tmp_path / "p.png")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)["predictions"]
+    expected = Classifier.from_pretrained(csi_dir, engine="torch").predict(np.stack([csi[..., s:s + 40] for s in (0, 40, 80)]))
+    assert [r["start"] for r in records] == [0, 40, 80]
+    assert [r["label"] for r in records] == list(expected.labels)
+    assert (tmp_path / "p.png").stat().st_size > 5_000
+
+
 def test_segmenter_maps_come_back_at_the_input_size(seg_dir):
     seg = Segmenter.from_pretrained(seg_dir, engine="torch")
     pred = seg.predict(np.random.default_rng(0).random((2, 64, 80)).astype(np.float32))

@@ -536,6 +536,7 @@ def test_pretraining_on_csi_takes_the_antennas_as_channels(tmp_path):
     pretrain(tmp_path / "csi", "vit-micro", 0.75, _tc(tmp_path / "run", epochs=1), sample_every=1)
     model = load_model(tmp_path / "run")
     assert (model.cfg.in_chans, model.cfg.preprocess.kind, len(model.cfg.preprocess.mean)) == (3, "csi", 3)
+    assert model.cfg.preprocess.capture_samples == 500  # packets per recording: stream_csi's window
     assert (tmp_path / "run" / "samples" / "epoch_001.png").is_file()
 
 

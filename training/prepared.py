@@ -71,15 +71,18 @@ def item_kind(item) -> str:
 
 def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
     """``pre`` with the data's sample rate, where every capture has one length its IQ sample count
-    (the SDK's streaming window), and the size a synthetic set stored its spectrograms at when it
+    (the SDK's streaming window; a CSI set's packets per recording), and the size a synthetic set stored its spectrograms at when it
     area-averaged them (``stored_size``: the SDK brings IQ there too); what the dataset does not
     say is left as it was."""
     generator = getattr(dataset, "manifest", {}).get("generator", {})
     stored = pre.stored_size
     if generator:
         stored = list(generator["frame_size"]) if generator.get("resize") == "area" and "frame_size" in generator else None
+    capture = generator.get("num_samples")  # IQ samples of a spectrogram set's captures
+    if "packets" in generator:  # a CSI set's packets, as its items hold them
+        capture = generator["packets"] // generator.get("decimate", 1)
     return replace(pre, sample_rate=dataset.sample_rate or pre.sample_rate,
-                   capture_samples=generator.get("num_samples") or pre.capture_samples, stored_size=stored)
+                   capture_samples=capture or pre.capture_samples, stored_size=stored)
 
 
 def fit_preprocess(dataset, img_size, max_items: int = 256, seed: int = 0) -> PreprocessConfig:
