@@ -54,6 +54,32 @@ def _whole(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _check_chunks(chunks, call: str, what: str, hint: str) -> None:
+    """A stream's chunks must be an iterable of arrays, not one array (the commonest slip) nor a scalar."""
+    if isinstance(chunks, np.ndarray):
+        raise ValueError(f"{call}() takes an iterable of {what}, got one array of shape {chunks.shape}: {hint}")
+    if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
+        raise ValueError(f"{call}() takes an iterable of {what}, got {_describe(chunks)}")
+
+
+def _window_and_hop(window, hop, default: int | None, least: int, least_text: str, unit: str,
+                    length: str) -> tuple[int, int]:
+    """A stream's window (default: the model's ``length`` length, ``default``) and hop (default: the
+    window), each checked, in ``unit`` (IQ samples, packets)."""
+    if window is None:
+        window = default
+        if not window:
+            raise ValueError(f"this model records no {length} length: pass window=<{unit} per prediction>")
+    elif not _whole(window) or window < least:
+        raise ValueError(f"window must be a whole number of {unit} >= {least_text} (or None for the "
+                         f"model's {length} length), got {window!r}")
+    if hop is None:
+        hop = window
+    elif not _whole(hop) or hop < 1:
+        raise ValueError(f"hop must be a positive whole number of {unit} (or None for the window), got {hop!r}")
+    return int(window), int(hop)
+
+
 def _check_batch_size(batch_size) -> None:
     if batch_size is not None and (not _whole(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer (or None for {DEFAULT_BATCH}), got {batch_size!r}")
@@ -285,46 +311,19 @@ class _Predictor(_Task):
         ``noise_power`` as in ``predict_iq`` ("estimate": measured on each window). The arguments
         are checked when it is called, before the first chunk is read.
         """
-        if isinstance(chunks, np.ndarray):
-            raise ValueError(f"stream_iq() takes an iterable of 1-D IQ chunks, got one array of shape {chunks.shape}: "
-                             f"pass [iq] for a capture held in memory (or use predict_iq)")
-        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
-            raise ValueError(f"stream_iq() takes an iterable of 1-D IQ chunks, got {_describe(chunks)}")
+        _check_chunks(chunks, "stream_iq", "1-D IQ chunks", "pass [iq] for a capture held in memory (or use predict_iq)")
         self._check_iq_input(sample_rate)
         _check_noise_power(noise_power)
         n_fft = self.cfg.preprocess.n_fft
-        if window is None:
-            window = self.cfg.preprocess.capture_samples
-            if not window:
-                raise ValueError("this model records no capture length: pass window=<IQ samples per prediction>")
-        elif not _whole(window) or window < n_fft:
-            raise ValueError(f"window must be a whole number of IQ samples >= n_fft ({n_fft}) (or None for the "
-                             f"model's capture length), got {window!r}")
-        if hop is None:
-            hop = window
-        elif not _whole(hop) or hop < 1:
-            raise ValueError(f"hop must be a positive whole number of IQ samples (or None for the window), got {hop!r}")
-        return self._stream(chunks, sample_rate, int(window), int(hop), noise_power)
+        window, hop = _window_and_hop(window, hop, self.cfg.preprocess.capture_samples, n_fft, f"n_fft ({n_fft})",
+                                      "IQ samples", "capture")
 
-    def _stream(self, chunks: Iterable[np.ndarray], sample_rate: float | None, window: int,
-                hop: int, noise_power: float | str | None) -> Iterator[Prediction]:
-        buffer = np.zeros(0, dtype=np.complex64)
-        consumed = 0  # absolute index of buffer[0]
-        for chunk in chunks:
-            chunk = np.asarray(chunk)
+        def take(chunk, buffer):
             if chunk.ndim != 1 or not np.iscomplexobj(chunk):
                 raise ValueError(f"stream chunks must be 1-D complex IQ, got {chunk.dtype} of shape {chunk.shape}")
-            buffer = np.concatenate([buffer, chunk.astype(np.complex64, copy=False)])
-            starts = list(range(0, len(buffer) - window + 1, hop))
-            if not starts:
-                continue
-            pred = self.predict_iq(np.stack([buffer[s:s + window] for s in starts]), sample_rate, noise_power)
-            for i, s in enumerate(starts):
-                yield Prediction(pred.indices[i:i + 1], pred.probs[i:i + 1], pred.labels[i:i + 1], consumed + s)
-            drop = starts[-1] + hop
-            consumed += drop
-            buffer = buffer[drop:]
+            return chunk.astype(np.complex64, copy=False)
 
+        return self._stream(chunks, window, hop, take, lambda x: self.predict_iq(x, sample_rate, noise_power))
 
     def stream_csi(self, chunks: Iterable[np.ndarray], window: int | None = None,
                    hop: int | None = None) -> Iterator[Prediction]:
@@ -341,41 +340,33 @@ class _Predictor(_Task):
         pre = self.cfg.preprocess
         if pre.kind != "csi":
             raise ValueError(f"stream_csi() needs a CSI model; this one takes {pre.kind} input: use stream_iq()")
-        if isinstance(chunks, np.ndarray):
-            raise ValueError(f"stream_csi() takes an iterable of (antennas, subcarriers, packets) chunks, got one "
-                             f"array of shape {chunks.shape}: pass [csi] for a recording held in memory")
-        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Iterable):
-            raise ValueError(f"stream_csi() takes an iterable of (antennas, subcarriers, packets) chunks, "
-                             f"got {_describe(chunks)}")
-        if window is None:
-            window = pre.capture_samples
-            if not window:
-                raise ValueError("this model records no recording length: pass window=<packets per prediction>")
-        elif not _whole(window) or window < 2:
-            raise ValueError(f"window must be a whole number of packets >= 2 (or None for the model's "
-                             f"recording length), got {window!r}")
-        if hop is None:
-            hop = window
-        elif not _whole(hop) or hop < 1:
-            raise ValueError(f"hop must be a positive whole number of packets (or None for the window), got {hop!r}")
-        return self._stream_csi(chunks, int(window), int(hop))
+        _check_chunks(chunks, "stream_csi", "(antennas, subcarriers, packets) chunks",
+                      "pass [csi] for a recording held in memory")
+        window, hop = _window_and_hop(window, hop, pre.capture_samples, 2, "2", "packets", "recording")
 
-    def _stream_csi(self, chunks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[Prediction]:
-        buffer = None
-        consumed = 0  # absolute packet index of buffer[..., 0]
-        for chunk in chunks:
-            chunk = np.asarray(chunk)
+        def take(chunk, buffer):
             if chunk.ndim != 3 or np.iscomplexobj(chunk) or chunk.shape[0] != self.cfg.in_chans:
                 raise ValueError(f"stream chunks must be real CSI amplitude ({self.cfg.in_chans}, subcarriers, "
                                  f"packets), got {chunk.dtype} of shape {chunk.shape}")
             if buffer is not None and chunk.shape[1] != buffer.shape[1]:
                 raise ValueError(f"a chunk has {chunk.shape[1]} subcarriers where the stream had {buffer.shape[1]}")
-            chunk = chunk.astype(np.float32, copy=False)
-            buffer = chunk if buffer is None else np.concatenate([buffer, chunk], axis=2)
-            starts = list(range(0, buffer.shape[2] - window + 1, hop))
+            return chunk.astype(np.float32, copy=False)
+
+        return self._stream(chunks, window, hop, take, self.predict)
+
+    @staticmethod
+    def _stream(chunks: Iterable[np.ndarray], window: int, hop: int, take, predict) -> Iterator[Prediction]:
+        """One prediction per ``window`` of the stream's last axis (IQ samples, CSI packets), every ``hop``:
+        ``take(chunk, buffer)`` checks and converts each chunk, ``predict`` runs a stack of windows."""
+        buffer = None
+        consumed = 0  # absolute index of buffer[..., 0]
+        for chunk in chunks:
+            chunk = take(np.asarray(chunk), buffer)
+            buffer = chunk if buffer is None else np.concatenate([buffer, chunk], axis=-1)
+            starts = list(range(0, buffer.shape[-1] - window + 1, hop))
             if not starts:
                 continue
-            pred = self.predict(np.stack([buffer[..., s:s + window] for s in starts]))
+            pred = predict(np.stack([buffer[..., s:s + window] for s in starts]))
             for i, s in enumerate(starts):
                 yield Prediction(pred.indices[i:i + 1], pred.probs[i:i + 1], pred.labels[i:i + 1], consumed + s)
             drop = starts[-1] + hop
