@@ -208,8 +208,8 @@ class _Task:
         cols = self._valid_patch_columns(x.shape[-1])
         if cols is None:
             return signal.prepare(x, self.cfg.preprocess, self.cfg.img_size), None
-        # A shorter capture keeps the training time scale: it fills the first `cols` patch columns,
-        # the rest is padding that attention never sees.
+        # A shorter capture (or CSI recording) keeps the training time scale: it fills the first
+        # `cols` patch columns, the rest is padding that attention never sees.
         h, w = self.cfg.img_size
         p = self.cfg.patch_size
         part = signal.prepare(x, self.cfg.preprocess, (h, cols * p))
@@ -221,11 +221,14 @@ class _Task:
         return images, valid.reshape(len(images), -1)
 
     def _valid_patch_columns(self, frames: int) -> int | None:
-        """Patch columns a spectrogram of ``frames`` time frames fills, if fewer than the grid's."""
+        """Patch columns an input of ``frames`` time steps (spectrogram frames, CSI packets) fills, if
+        fewer than the grid's."""
         pre = self.cfg.preprocess
-        if pre.kind != "spectrogram" or not pre.capture_samples:
+        if pre.kind not in ("spectrogram", "csi") or not pre.capture_samples:
             return None
-        train_frames = signal.num_frames(pre.capture_samples, pre.n_fft, pre.hop)
+        # A CSI set records its packets per recording; a spectrogram set its IQ samples per capture.
+        train_frames = (pre.capture_samples if pre.kind == "csi"
+                        else signal.num_frames(pre.capture_samples, pre.n_fft, pre.hop))
         if frames >= train_frames:
             return None
         gw = self.cfg.grid_size[1]
@@ -335,7 +338,9 @@ class _Predictor(_Task):
         starting every ``hop`` packets (defaults: the recording length the model was trained on, no
         overlap); ``Prediction.start`` is the window's first packet. Packets are carried across chunk
         boundaries, so the result equals cutting the whole stream at once. A trailing part shorter
-        than a window is not predicted. The arguments are checked when it is called.
+        than a window is not predicted. A window shorter than the model's recording is predicted as
+        ``predict`` takes a short recording: padded to the grid at the training time scale, the
+        padding masked. The arguments are checked when it is called.
         """
         pre = self.cfg.preprocess
         if pre.kind != "csi":

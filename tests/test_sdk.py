@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from radiofm import Classifier, Encoder, Segmenter, signal
+from radiofm.sdk import softmax
 from radiofm.checkpoint import save_model
 from radiofm.config import PreprocessConfig, preset
 from radiofm.model import build_model
@@ -157,6 +158,21 @@ def test_csi_streaming_across_chunk_boundaries_equals_one_shot(csi_dir, chunk):
     assert len(set(np.concatenate([p.labels for p in streamed]))) > 1  # not one answer whatever the input
     # The defaults: the model's recording length (preprocess.capture_samples, in packets), no overlap.
     assert [p.start for p in clf.stream_csi([csi])] == list(range(0, 261, 40))
+
+
+def test_a_short_csi_recording_keeps_its_time_scale_and_its_padding_never_matters(csi_dir):
+    clf = Classifier.from_pretrained(csi_dir, engine="torch")
+    short = _csi(20, 6)  # half of the model's recording (capture_samples 40 packets)
+    images, valid = clf.prepare(short)
+    assert valid.reshape(1, 4, 4)[0].tolist() == [[True, True, False, False]] * 4
+    np.testing.assert_allclose(images[..., :16], signal.prepare(short, CSI_PRE, (32, 16)), atol=1e-6)
+    other = images.copy()
+    other[..., 16:] = np.random.default_rng(4).normal(size=other[..., 16:].shape) * 5  # different padding
+    np.testing.assert_allclose(clf.engine.run(images, valid)[0], clf.engine.run(other, valid)[0], atol=1e-5)
+    assert not np.allclose(clf.engine.run(images)[0], clf.engine.run(other)[0], atol=1e-3)
+    np.testing.assert_allclose(clf.predict(short).probs, softmax(clf.engine.run(images, valid)[0]), atol=1e-6)
+    # A whole recording takes the plain path; a longer one is resized onto the grid, as before.
+    assert clf.prepare(_csi(40, 6))[1] is None and clf.prepare(_csi(60, 6))[1] is None
 
 
 @pytest.mark.parametrize("call, match", [

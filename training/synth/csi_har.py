@@ -172,9 +172,14 @@ def sample_paths(out: Path, i: int) -> list[Path]:
     return [out / f"sample_{i:06d}.npz"]
 
 
-def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:
+def sample_recording(seed: int, i: int) -> tuple[np.ndarray, int, float]:
+    """Sample ``i`` of a set of ``seed``: (CSI amplitude (3, 114, 500), class index, SNR dB)."""
     rng = sample_rng(seed, i)
-    label = i % len(CLASSES)
+    label = i % len(CLASSES)  # balanced classes whatever n is
     snr_db = float(rng.uniform(*SNR_RANGE))
-    x = generate_csi(CLASSES[label], rng, snr_db)
+    return generate_csi(CLASSES[label], rng, snr_db), label, snr_db
+
+
+def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:
+    x, label, snr_db = sample_recording(seed, i)
     save_npz(sample_paths(out, i)[0], x=x, label=np.int64(label), snr_db=np.float64(snr_db))
