@@ -1,0 +1,118 @@
+"""Accuracy of a classifier on captures shorter than the one it was trained on: masked against stretched.
+
+The SDK pads a short capture (IQ, or a CSI recording) to the model's grid at the training time scale
+and masks the padded patches in attention (``masked``). The alternative is to resize it over the
+whole grid (``stretched``), which changes its time scale: a 2 s recording looks like a 4 s one
+played at half speed. This regenerates the recordings behind a ``radiofm data synth`` test set
+(sample i of seed S, as the generator writes it: ``csi-har`` for a CSI classifier, ``signals`` for a
+spectrogram classifier), keeps the first fraction of each, and scores both ways.
+
+    python -m radiofm.benchmarks.short_capture csi-har-nano --n 600 --seed 103 --json short.json
+    python -m radiofm.benchmarks.short_capture signals-nano --n 800 --seed 103
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def short_capture(model: str, n: int, seed: int, fractions: list[float], engine: str = "torch", log=print) -> dict:
+    from radiofm import signal
+    from radiofm.engines import open_engine
+    from radiofm.sdk import Classifier
+
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions must lie in (0, 1], got {fractions}")
+    eng = open_engine(model, engine)
+    pre = eng.cfg.preprocess
+    if eng.cfg.task != "classify" or not pre.capture_samples:
+        raise ValueError(f"{model} is not a classifier with a fixed capture length (preprocess.capture_samples); "
+                         f"this measures those")
+    clf = Classifier(eng)
+    inputs, truth = (_csi_inputs if pre.kind == "csi" else _signal_inputs)(clf, n, seed)
+    rows = []
+    for fraction in fractions:
+        cut = inputs(fraction)
+        images, valid = clf.prepare(cut)  # as predict() takes it: padded and masked where it is short
+        masked = clf._run(images, valid)[0].argmax(1)
+        stretched = clf._run(signal.prepare(cut, pre, eng.cfg.img_size))[0].argmax(1)  # the whole grid, no mask
+        columns = eng.cfg.grid_size[1] if valid is None else int(valid.reshape(len(cut), *eng.cfg.grid_size)[0].any(0).sum())
+        row = {"fraction": fraction, "steps": int(cut.shape[-1]), "patch_columns": columns,
+               "masked": float(np.mean(masked == truth)), "stretched": float(np.mean(stretched == truth))}
+        row["masked_per_class"] = {c: float(np.mean(masked[truth == k] == k)) for k, c in enumerate(clf.classes)}
+        log(f"{fraction:6.3f} of the capture ({row['steps']} {_unit(pre)}, {columns} patch column{'s' * (columns != 1)}): "
+            f"masked {row['masked']:.2%}, stretched {row['stretched']:.2%}")
+        rows.append(row)
+    return {"model": model, "engine": clf.engine_name, "metric": "accuracy", "captures": n, "seed": seed,
+            "unit": _unit(pre), "full_length": int(inputs(1.0).shape[-1]), "rows": rows}
+
+
+def _unit(pre) -> str:
+    return "packets" if pre.kind == "csi" else "spectrogram frames"
+
+
+def _check_classes(clf, classes: list[str], generator: str) -> None:
+    if list(clf.classes) != classes:
+        raise ValueError(f"the classifier does not classify the {generator} generator's classes {classes}")
+
+
+def _csi_inputs(clf, n: int, seed: int):
+    """The csi-har test set's recordings (sample i as the generator draws it), cut to their first packets."""
+    from radiofm.training.synth.csi_har import CLASSES, sample_recording
+
+    _check_classes(clf, CLASSES, "csi-har")
+    x, truth, _ = (np.stack(column) for column in zip(*(sample_recording(seed, i) for i in range(n))))
+    return (lambda f: x[..., : max(2, round(f * x.shape[-1]))]), truth
+
+
+def _signal_inputs(clf, n: int, seed: int):
+    """The signals test set's IQ (sample i as the generator draws it), cut to its first samples, as spectrograms."""
+    from radiofm import signal
+    from radiofm.training.synth.signals import CLASSES, sample_capture
+
+    _check_classes(clf, CLASSES, "signals")
+    iq, truth, _ = (np.stack(column) for column in zip(*(sample_capture(seed, i) for i in range(n))))
+    pre = clf.cfg.preprocess
+
+    def inputs(f):
+        k = max(pre.n_fft, round(f * iq.shape[-1]))
+        return np.stack([signal.spectrogram(c[:k], pre) for c in iq])
+
+    return inputs, truth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="zoo name or model folder: a csi-har or a signals classifier")
+    parser.add_argument("--n", type=int, default=600, help="recordings (default 600)")
+    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25, 0.125],
+                        help="the part of each capture kept (default 1 0.75 0.5 0.25 0.125)")
+    parser.add_argument("--engine", default="torch", help="torch | onnx | trt (an export with --variable-length) "
+                                                          "(default torch)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    try:
+        result = short_capture(args.model, args.n, args.seed, args.fractions, args.engine)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\naccuracy, {result['captures']} captures of {result['full_length']} {result['unit']} (seed {args.seed})"
+          f"\n\n| kept | {result['unit']} | patch columns | masked (the SDK) | stretched |\n|---|---|---|---|---|")
+    for r in result["rows"]:
+        print(f"| {r['fraction']:g} | {r['steps']} | {r['patch_columns']} | {r['masked']:.1%} | {r['stretched']:.1%} |")
+    if args.json:
+        from radiofm.checkpoint import write_json_atomic
+
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
