@@ -629,6 +629,7 @@ def train_finetune(
     mode: str = typer.Option("full", "--mode", help="full (layer-wise lr decay) | linear-probe (blocks frozen)."),
     label_fraction: float = typer.Option(1.0, "--label-fraction", help="Train on this seeded share of the labels."),
     class_weights: str = typer.Option("none", "--class-weights", help="Segmentation loss: none | auto | w0,w1,..."),
+    short_captures: float = typer.Option(0.0, "--short-captures", help="Classifier: the share of samples cut to a random shorter capture, padded and masked as the SDK pads one."),
     epochs: int = _EPOCHS, batch: int = _BATCH, accum: int = _ACCUM,
     blr: float = typer.Option(1e-3, "--blr", help="Base learning rate, scaled by global batch / 256."),
     lr: Optional[float] = _LR, min_lr: float = _MIN_LR, warmup_epochs: Optional[float] = _WARMUP,
@@ -653,15 +654,17 @@ def train_finetune(
             fail(f"--img-size must be two positive sizes like 256x64 (height x width), got {img_size!r}")
     need_within("--label-fraction", label_fraction, "(0, 1]")
     need_within("--drop-path", drop_path, "[0, 1)")
+    need_within("--short-captures", short_captures, "[0, 1]")
     wd = weight_decay if weight_decay is not None else (0.05 if full else 0.0)
     tc = _train_config(out, epochs, batch, accum, blr, lr, min_lr, warmup_epochs, wd, layer_decay if full else None,
                        amp, seed, ckpt_every, threads, resume, progress,
                        dict(command="finetune", task=task, data=str(data), init=init, model=model, mode=mode,
                             label_fraction=label_fraction, class_weights=class_weights, drop_path=drop_path,
-                            img_size=img_size))
+                            img_size=img_size, short_captures=short_captures))
     try:
         final = finetune(task, data, tc, init=init, model=model, mode=mode, label_fraction=label_fraction,
-                         class_weights=class_weights, drop_path=drop_path, img_size=size)
+                         class_weights=class_weights, drop_path=drop_path, img_size=size,
+                         short_captures=short_captures)
     except (ValueError, OSError) as e:
         fail(str(e))
     if is_main_process():

@@ -574,3 +574,40 @@ def test_throughput_leaves_out_the_epoch_end_work(tmp_path):
     _train_mae(_tc(tmp_path / "s", epochs=3), on_epoch_end=slow_png)
     rates = [r["samples_per_s"] for r in _records(tmp_path / "s")]
     assert len(rates) == 3 and min(rates) > 16  # 8 samples per epoch: with the hook's second in it, under 8
+
+
+def test_cut_short_pads_a_share_of_the_samples_as_the_sdk_pads_a_short_capture():
+    from radiofm.training.finetune import cut_short
+
+    x = torch.randn(64, 3, 16, 40)  # a 2 x 5 grid of 8-pixel patches
+    g = torch.Generator().manual_seed(0)
+    cut, valid = cut_short(x, (2, 5), 8, 1.0, g)
+    cols = valid.reshape(64, 2, 5)[:, 0].sum(1)
+    assert set(cols.tolist()) == {1, 2, 3, 4}  # every sample short, by 1..W-1 patch columns
+    for n, c in enumerate(cols.tolist()):
+        assert valid.reshape(64, 2, 5)[n].tolist() == [[True] * c + [False] * (5 - c)] * 2
+        assert torch.equal(cut[n, ..., : 8 * c], x[n, ..., : 8 * c]) and not cut[n, ..., 8 * c:].any()
+    kept, all_valid = cut_short(x, (2, 5), 8, 0.0, g)
+    assert torch.equal(kept, x) and all_valid.all()
+    half = cut_short(x, (2, 5), 8, 0.5, torch.Generator().manual_seed(1))[1].reshape(64, -1).all(1).float().mean()
+    assert 0.3 < half < 0.7
+
+
+def test_finetune_with_short_captures_trains_on_padded_input_and_checks_its_option(classify_dir, segment_dir, tmp_path):
+    finetune("classify", classify_dir, _tc(tmp_path / "a", epochs=1), model="vit-micro", short_captures=0.5)
+    finetune("classify", classify_dir, _tc(tmp_path / "b", epochs=1), model="vit-micro")
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert not torch.equal(a["head.weight"], b["head.weight"])  # the cut samples changed what was learnt
+    assert json.loads((tmp_path / "a" / "args.json").read_text())["settings"]["--short-captures"] == 0.5
+    with pytest.raises(ValueError, match=r"--short-captures 0.5 \(now 0.0\)"):
+        finetune("classify", classify_dir, _tc(tmp_path / "a", epochs=2), model="vit-micro")
+    kw = dict(task="classify", data=classify_dir, model="vit-micro", short_captures=0.5)
+    finetune(tc=_tc(tmp_path / "whole"), **kw)
+    finetune(tc=_tc(tmp_path / "broken", ckpt_every=2, stop_after=3), **kw)
+    finetune(tc=_tc(tmp_path / "broken", ckpt_every=2), **kw)  # resumed: the same cuts as an unbroken run
+    whole, broken = _weights(tmp_path / "whole"), _weights(tmp_path / "broken")
+    assert all(torch.equal(whole[k], broken[k]) for k in whole)
+    with pytest.raises(ValueError, match="--short-captures must be in \\[0, 1\\]"):
+        finetune("classify", classify_dir, _tc(tmp_path / "c"), model="vit-micro", short_captures=1.5)
+    with pytest.raises(ValueError, match="leave it at 0 for --task segment"):
+        finetune("segment", segment_dir, _tc(tmp_path / "d"), model="vit-micro", short_captures=0.5)

@@ -7,6 +7,10 @@ its preprocessing stays the one the encoder was pretrained with. Two modes, as i
   head (or the segmentation decoder) train.
 - ``full``: everything trains, with layer-wise learning-rate decay and drop path.
 
+``short_captures`` (a classifier's share of training samples, per step) cuts samples to shorter
+captures as the SDK pads them: a sample keeps its first 1..W-1 patch columns, the rest is zeroed and
+masked out of attention and pooling (``cut_short``), so the model also learns to decide on less time.
+
 CSI (3 antennas as channels) from a 1-channel spectrogram encoder: the patch projection is repeated
 over the channels and divided by 3, so a sample with three equal channels embeds exactly as the
 1-channel model saw it (the original implementation copies it without the division, which triples
@@ -36,7 +40,8 @@ FROZEN_IN_LINEAR_PROBE = ("patch_embed.", "blocks.")
 
 def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = None, model: str | None = None,
              mode: str = "full", label_fraction: float = 1.0, class_weights: str = "none",
-             drop_path: float = 0.1, img_size: tuple[int, int] | None = None) -> Path | None:
+             drop_path: float = 0.1, img_size: tuple[int, int] | None = None,
+             short_captures: float = 0.0) -> Path | None:
     if task not in ("classify", "segment"):
         raise ValueError(f"--task must be classify or segment, got {task!r}")
     if mode not in MODES:
@@ -49,6 +54,11 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
         raise ValueError(f"--drop-path must be in [0, 1), the chance of skipping a block; got {drop_path!r}")
     if not (isinstance(label_fraction, numbers.Real) and 0 < label_fraction <= 1):
         raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction!r}")
+    if not (isinstance(short_captures, numbers.Real) and 0 <= short_captures <= 1):
+        raise ValueError(f"--short-captures must be in [0, 1], the share of samples cut short; got {short_captures!r}")
+    if short_captures and task != "classify":
+        raise ValueError("--short-captures trains a classifier on padded, shorter captures; a segmenter's padded "
+                         "pixels have no labels to learn, so leave it at 0 for --task segment")
     if task == "classify" and class_weights != "none":
         raise ValueError(f"--class-weights weights the per-pixel loss of --task segment; classification trains "
                          f"unweighted, so leave it at none (got {class_weights!r})")
@@ -61,7 +71,7 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
                 "--init": None if init is None else str(resolve_model_dir(init).resolve()), "--model": model,
                 "--mode": mode, "--label-fraction": label_fraction, "--class-weights": class_weights,
                 "--drop-path": drop_path if mode == "full" else 0.0,  # linear probing runs without drop path
-                "--img-size": list(img_size or base.img_size)}
+                "--img-size": list(img_size or base.img_size), "--short-captures": short_captures}
     check_resume(tc, settings)
     dataset = open_data(data, task)
     classes = list(dataset.classes)
@@ -79,13 +89,30 @@ def finetune(task: str, data: str | Path, tc: TrainConfig, init: str | None = No
     if weights is not None:
         tc.extra["class_weights_used"] = [round(float(w), 4) for w in weights]
 
-    def loss_fn(m, x, y, _generator):
+    def loss_fn(m, x, y, generator):
+        if short_captures:
+            x, valid = cut_short(x, cfg.grid_size, cfg.patch_size, short_captures, generator)
+            return F.cross_entropy(m(x, valid).float(), y)
         logits = m(x).float()
         if task == "segment":
             return F.cross_entropy(logits, y, weight=None if weights is None else weights.to(logits.device))
         return F.cross_entropy(logits, y)
 
     return train(net, cfg, prepared, loss_fn, tc, settings=settings)
+
+
+def cut_short(x: torch.Tensor, grid: tuple[int, int], patch: int, share: float,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` (B, C, H, W) with a ``share`` of its samples cut to a shorter capture as the SDK pads one:
+    each keeps its first 1..W-1 patch columns (uniform) and the rest is zeros; returns the images and
+    their (B, patches) key_padding mask, True where a patch holds signal (the others: all True)."""
+    b, gw = x.shape[0], grid[1]
+    short = torch.rand(b, generator=generator, device=x.device) < share
+    cols = torch.randint(1, max(gw, 2), (b,), generator=generator, device=x.device)
+    cols = torch.where(short & (gw > 1), cols, torch.full_like(cols, gw))
+    col_valid = torch.arange(gw, device=x.device) < cols[:, None]  # (B, grid columns)
+    x = x * col_valid.repeat_interleave(patch, 1)[:, None, None, : x.shape[-1]].to(x.dtype)
+    return x, col_valid[:, None, :].expand(b, grid[0], gw).reshape(b, -1)
 
 
 def build_finetune_model(task: str, classes: list[str], dataset, init: str | None, model: str | None,
