@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from .accuracy import run_study, signals_test_iq
+
 
 def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: str = "auto", log=print) -> dict:
     from radiofm.engines import open_engine
@@ -44,11 +46,7 @@ def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: st
 
 def _signal_scorer(runner, n: int, seed: int):
     """Accuracy on the signals test set's IQ (sample i as the generator draws it), in one batch."""
-    from radiofm.training.synth.signals import CLASSES, sample_capture
-
-    if list(runner.classes) != CLASSES:
-        raise ValueError(f"the classifier does not classify the signals generator's classes {CLASSES}")
-    iq, truth, _ = (np.stack(column) for column in zip(*(sample_capture(seed, i) for i in range(n))))
+    iq, truth = signals_test_iq(runner.classes, n, seed)
     return lambda predict: float(np.mean(predict(iq) == truth))
 
 
@@ -84,22 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="auto", help="torch | onnx | trt | auto (default auto)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n must be at least 1, got {args.n}")
-    try:
-        result = input_level(args.model, args.n, args.seed, args.gains, args.engine)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"\n{result['metric']}\n\n| gain | as it is | noise_power known | noise_power=\"estimate\" |\n|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['gain_db']:+g} dB | {r['as_is']:.1%} | {r['known']:.1%} | {r['estimate']:.1%} |")
-    if args.json:
-        from radiofm.checkpoint import write_json_atomic
+    return run_study(parser, args, lambda: input_level(args.model, args.n, args.seed, args.gains, args.engine), _table)
 
-        write_json_atomic(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+
+def _table(result: dict) -> list[str]:
+    return [f"\n{result['metric']}\n\n| gain | as it is | noise_power known | noise_power=\"estimate\" |\n|---|---|---|---|",
+            *(f"| {r['gain_db']:+g} dB | {r['as_is']:.1%} | {r['known']:.1%} | {r['estimate']:.1%} |"
+              for r in result["rows"])]
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from .accuracy import run_study, signals_test_iq
+
 
 def short_capture(model: str, n: int, seed: int, fractions: list[float], engine: str = "torch", log=print) -> dict:
     from radiofm import signal
@@ -32,7 +34,7 @@ def short_capture(model: str, n: int, seed: int, fractions: list[float], engine:
         raise ValueError(f"{model} is not a classifier with a fixed capture length (preprocess.capture_samples); "
                          f"this measures those")
     clf = Classifier(eng)
-    inputs, truth = (_csi_inputs if pre.kind == "csi" else _signal_inputs)(clf, n, seed)
+    inputs, truth, full_length = (_csi_inputs if pre.kind == "csi" else _signal_inputs)(clf, n, seed)
     rows = []
     for fraction in fractions:
         cut = inputs(fraction)
@@ -47,41 +49,37 @@ def short_capture(model: str, n: int, seed: int, fractions: list[float], engine:
             f"masked {row['masked']:.2%}, stretched {row['stretched']:.2%}")
         rows.append(row)
     return {"model": model, "engine": clf.engine_name, "metric": "accuracy", "captures": n, "seed": seed,
-            "unit": _unit(pre), "full_length": int(inputs(1.0).shape[-1]), "rows": rows}
+            "unit": _unit(pre), "full_length": full_length, "rows": rows}
 
 
 def _unit(pre) -> str:
     return "packets" if pre.kind == "csi" else "spectrogram frames"
 
 
-def _check_classes(clf, classes: list[str], generator: str) -> None:
-    if list(clf.classes) != classes:
-        raise ValueError(f"the classifier does not classify the {generator} generator's classes {classes}")
-
-
 def _csi_inputs(clf, n: int, seed: int):
-    """The csi-har test set's recordings (sample i as the generator draws it), cut to their first packets."""
+    """The csi-har test set's recordings (sample i as the generator draws it), cut to their first
+    packets; their labels and whole length."""
     from radiofm.training.synth.csi_har import CLASSES, sample_recording
 
-    _check_classes(clf, CLASSES, "csi-har")
+    if list(clf.classes) != CLASSES:
+        raise ValueError(f"the classifier does not classify the csi-har generator's classes {CLASSES}")
     x, truth, _ = (np.stack(column) for column in zip(*(sample_recording(seed, i) for i in range(n))))
-    return (lambda f: x[..., : max(2, round(f * x.shape[-1]))]), truth
+    return (lambda f: x[..., : max(2, round(f * x.shape[-1]))]), truth, x.shape[-1]
 
 
 def _signal_inputs(clf, n: int, seed: int):
-    """The signals test set's IQ (sample i as the generator draws it), cut to its first samples, as spectrograms."""
+    """The signals test set's IQ (sample i as the generator draws it), cut to its first samples, as
+    spectrograms; their labels and whole length in frames."""
     from radiofm import signal
-    from radiofm.training.synth.signals import CLASSES, sample_capture
 
-    _check_classes(clf, CLASSES, "signals")
-    iq, truth, _ = (np.stack(column) for column in zip(*(sample_capture(seed, i) for i in range(n))))
+    iq, truth = signals_test_iq(clf.classes, n, seed)
     pre = clf.cfg.preprocess
 
     def inputs(f):
         k = max(pre.n_fft, round(f * iq.shape[-1]))
         return np.stack([signal.spectrogram(c[:k], pre) for c in iq])
 
-    return inputs, truth
+    return inputs, truth, signal.spectrogram(iq[0], pre).shape[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,23 +93,16 @@ def main(argv: list[str] | None = None) -> int:
                                                           "(default torch)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n must be at least 1, got {args.n}")
-    try:
-        result = short_capture(args.model, args.n, args.seed, args.fractions, args.engine)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"\naccuracy, {result['captures']} captures of {result['full_length']} {result['unit']} (seed {args.seed})"
-          f"\n\n| kept | {result['unit']} | patch columns | masked (the SDK) | stretched |\n|---|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['fraction']:g} | {r['steps']} | {r['patch_columns']} | {r['masked']:.1%} | {r['stretched']:.1%} |")
-    if args.json:
-        from radiofm.checkpoint import write_json_atomic
+    return run_study(parser, args, lambda: short_capture(args.model, args.n, args.seed, args.fractions, args.engine),
+                     _table)
 
-        write_json_atomic(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+
+def _table(result: dict) -> list[str]:
+    return [f"\naccuracy, {result['captures']} captures of {result['full_length']} {result['unit']} "
+            f"(seed {result['seed']})\n\n| kept | {result['unit']} | patch columns | masked (the SDK) | stretched |"
+            f"\n|---|---|---|---|---|",
+            *(f"| {r['fraction']:g} | {r['steps']} | {r['patch_columns']} | {r['masked']:.1%} | {r['stretched']:.1%} |"
+              for r in result["rows"])]
 
 
 if __name__ == "__main__":
