@@ -252,3 +252,17 @@ def test_synth_cli_progress_bar_can_be_turned_off(tmp_path):
         outputs[flag] = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # without the colours
     assert "━" in outputs["--progress"]
     assert "━" not in outputs["--no-progress"] and "wrote 2 of 2 signals samples" in outputs["--no-progress"]
+
+
+def test_a_sample_can_be_drawn_longer_with_its_class_and_snr():
+    """The capture-length studies draw a test set's samples longer than the set stores them."""
+    from radiofm.training.synth import csi_har, signals
+
+    x, label, snr = csi_har.sample_recording(103, 4)
+    assert x.shape == (3, 114, 500) and np.array_equal(x, csi_har.sample_recording(103, 4, 2000)[0])
+    longer, longer_label, longer_snr = csi_har.sample_recording(103, 4, 4000)
+    assert longer.shape == (3, 114, 1000) and (longer_label, longer_snr) == (label, snr)
+    iq, label, snr = signals.sample_capture(103, 6)
+    assert iq.shape == (32768,) and np.array_equal(iq, signals.sample_capture(103, 6, 32768)[0])
+    longer, longer_label, longer_snr = signals.sample_capture(103, 6, 65536)
+    assert longer.shape == (65536,) and (longer_label, longer_snr) == (label, snr)

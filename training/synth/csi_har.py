@@ -146,9 +146,10 @@ def _channel(room: tuple[np.ndarray, np.ndarray], points: Points, link_m: float,
     return h
 
 
-def generate_csi(activity: str, rng: np.random.Generator, snr_db: float = 25.0) -> np.ndarray:
-    """CSI amplitude (3, 114, 500) float32 of one ``activity`` recording."""
-    t = np.arange(0, PACKETS, DECIMATE) / PACKET_RATE
+def generate_csi(activity: str, rng: np.random.Generator, snr_db: float = 25.0, packets: int = PACKETS) -> np.ndarray:
+    """CSI amplitude (3, 114, packets // 4) float32 of one ``activity`` recording of ``packets`` packets
+    (the data sets': 2000, so 500 kept)."""
+    t = np.arange(0, packets, DECIMATE) / PACKET_RATE
     link_m = rng.uniform(3.0, 5.0)
     room = _room(rng, link_m)
     points = _points(activity, rng, t, link_m)
@@ -172,12 +173,13 @@ def sample_paths(out: Path, i: int) -> list[Path]:
     return [out / f"sample_{i:06d}.npz"]
 
 
-def sample_recording(seed: int, i: int) -> tuple[np.ndarray, int, float]:
-    """Sample ``i`` of a set of ``seed``: (CSI amplitude (3, 114, 500), class index, SNR dB)."""
+def sample_recording(seed: int, i: int, packets: int = PACKETS) -> tuple[np.ndarray, int, float]:
+    """Sample ``i`` of a set of ``seed``: (CSI amplitude (3, 114, 500), class index, SNR dB). Another
+    ``packets`` gives a recording of that length (``packets // 4`` kept) of the same activity at the same SNR."""
     rng = sample_rng(seed, i)
     label = i % len(CLASSES)  # balanced classes whatever n is
     snr_db = float(rng.uniform(*SNR_RANGE))
-    return generate_csi(CLASSES[label], rng, snr_db), label, snr_db
+    return generate_csi(CLASSES[label], rng, snr_db, packets), label, snr_db
 
 
 def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:

@@ -184,12 +184,13 @@ def sample_paths(out: Path, i: int) -> list[Path]:
     return [out / f"sample_{i:06d}.npz"]
 
 
-def sample_capture(seed: int, i: int) -> tuple[np.ndarray, int, float]:
-    """Sample ``i`` of a set of ``seed`` before its spectrogram: (IQ, class index, in-band SNR dB)."""
+def sample_capture(seed: int, i: int, n_samples: int = NUM_SAMPLES) -> tuple[np.ndarray, int, float]:
+    """Sample ``i`` of a set of ``seed`` before its spectrogram: (IQ, class index, in-band SNR dB).
+    Another ``n_samples`` gives a capture of that length of the same class at the same SNR."""
     rng = sample_rng(seed, i)
     label = i % len(CLASSES)  # balanced classes whatever n is
     snr_db = float(rng.uniform(*SNR_RANGE))
-    return generate_signal(CLASSES[label], rng, snr_db), label, snr_db
+    return generate_signal(CLASSES[label], rng, snr_db, n_samples), label, snr_db
 
 
 def write_sample(out: Path, i: int, seed: int, pre: PreprocessConfig) -> None:
