@@ -184,7 +184,12 @@ class _Task:
     # ----------------------------------------------------------------------- input
     def prepare(self, spectrograms) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw input -> model input (N, C, H, W) and, for captures shorter than the model's, the
-        (N, L) mask of valid patches; checked at the door."""
+        (N, L) mask of valid patches; checked at the door. A longer one is resized onto the grid
+        (``Classifier.predict`` cuts it into windows instead)."""
+        return self._model_input(self._checked(spectrograms))
+
+    def _checked(self, spectrograms) -> np.ndarray:
+        """Raw input as an array, refused at the door with what was wrong."""
         expected = ("an array of linear power, (H, W), (N, H, W) or (N, C, H, W)"
                     + (f" (CSI: ({self.cfg.in_chans}, H, W))" if self.cfg.preprocess.kind == "csi" else ""))
         x = _as_array(spectrograms, expected, f"expected {expected}, got a {type(spectrograms).__name__} of arrays "
@@ -205,6 +210,9 @@ class _Task:
             raise ValueError(f"expected CSI of shape ({self.cfg.in_chans}, H, W), got {x.shape}")
         if x.size == 0:
             raise ValueError(f"got an empty array of shape {x.shape}")
+        return x
+
+    def _model_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         cols = self._valid_patch_columns(x.shape[-1])
         if cols is None:
             return signal.prepare(x, self.cfg.preprocess, self.cfg.img_size), None
@@ -220,16 +228,20 @@ class _Task:
         valid[..., :cols] = True
         return images, valid.reshape(len(images), -1)
 
-    def _valid_patch_columns(self, frames: int) -> int | None:
-        """Patch columns an input of ``frames`` time steps (spectrogram frames, CSI packets) fills, if
-        fewer than the grid's."""
+    def _train_frames(self) -> int | None:
+        """Time steps (spectrogram frames, CSI packets) of the captures the model was trained on, where
+        it has a fixed capture length."""
         pre = self.cfg.preprocess
         if pre.kind not in ("spectrogram", "csi") or not pre.capture_samples:
             return None
         # A CSI set records its packets per recording; a spectrogram set its IQ samples per capture.
-        train_frames = (pre.capture_samples if pre.kind == "csi"
-                        else signal.num_frames(pre.capture_samples, pre.n_fft, pre.hop))
-        if frames >= train_frames:
+        return pre.capture_samples if pre.kind == "csi" else signal.num_frames(pre.capture_samples, pre.n_fft, pre.hop)
+
+    def _valid_patch_columns(self, frames: int) -> int | None:
+        """Patch columns an input of ``frames`` time steps (spectrogram frames, CSI packets) fills, if
+        fewer than the grid's."""
+        train_frames = self._train_frames()
+        if train_frames is None or frames >= train_frames:
             return None
         gw = self.cfg.grid_size[1]
         return min(gw, max(1, round(gw * frames / train_frames)))
@@ -385,10 +397,31 @@ class Classifier(_Predictor):
     tasks = ("classify",)
 
     def predict(self, spectrograms) -> Prediction:
-        (logits,) = self._run(*self.prepare(spectrograms))
-        probs = softmax(logits.astype(np.float64)).astype(np.float32)
+        """One class per input. An input longer than the model's capture (``preprocess.capture_samples``:
+        IQ samples, or CSI packets) keeps the training time scale: it is cut into the fewest windows of
+        that length that cover it, evenly spaced (so they overlap where it is not a whole number of
+        windows), and ``probs`` is their mean, as for an emitter or activity that lasts the whole
+        input. An event that shows in one window (a fall) is diluted by the rest: ``stream_iq`` and
+        ``stream_csi`` give each window's answer. A shorter input is padded and masked."""
+        x = self._checked(spectrograms)
+        windows, k = self._windows(x)
+        (logits,) = self._run(*self._model_input(windows))
+        probs = softmax(logits.astype(np.float64))
+        probs = probs.reshape(-1, k, probs.shape[-1]).mean(1).astype(np.float32)
         indices = probs.argmax(1)
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
+
+    def _windows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """``x`` as windows of the model's capture length, ``k`` per input in input order, where it is
+        longer than that; else ``x`` and 1."""
+        length = self._train_frames()
+        if length is None or x.shape[-1] <= length:
+            return x, 1
+        items = x[None] if x.ndim == 2 or (x.ndim == 3 and self.cfg.in_chans > 1) else x  # (N, [C,] H, W)
+        k = -(-x.shape[-1] // length)
+        starts = np.round(np.linspace(0, x.shape[-1] - length, k)).astype(int)
+        windows = np.stack([items[..., s:s + length] for s in starts], axis=1)
+        return windows.reshape(-1, *windows.shape[2:]), k
 
 
 class Segmenter(_Predictor):

@@ -171,8 +171,38 @@ def test_a_short_csi_recording_keeps_its_time_scale_and_its_padding_never_matter
     np.testing.assert_allclose(clf.engine.run(images, valid)[0], clf.engine.run(other, valid)[0], atol=1e-5)
     assert not np.allclose(clf.engine.run(images)[0], clf.engine.run(other)[0], atol=1e-3)
     np.testing.assert_allclose(clf.predict(short).probs, softmax(clf.engine.run(images, valid)[0]), atol=1e-6)
-    # A whole recording takes the plain path; a longer one is resized onto the grid, as before.
+    # A whole recording takes the plain path; prepare() resizes a longer one (predict() cuts it, below).
     assert clf.prepare(_csi(40, 6))[1] is None and clf.prepare(_csi(60, 6))[1] is None
+
+
+def test_a_longer_csi_recording_is_the_mean_of_its_windows_at_the_training_time_scale(csi_dir):
+    clf = Classifier.from_pretrained(csi_dir, engine="torch")
+    long = np.stack([_csi(100, 8), _csi(100, 9)])  # 2.5 of the model's 40-packet recordings
+    pred = clf.predict(long)
+    assert pred.probs.shape == (2, 3)
+    for i, x in enumerate(long):  # the fewest 40-packet windows that cover 100, evenly spaced: 0, 30, 60
+        windows = clf.predict(np.stack([x[..., s:s + 40] for s in (0, 30, 60)])).probs
+        assert not np.allclose(windows[0], windows[1:], atol=1e-2)  # the mean is not one window's answer
+        np.testing.assert_allclose(pred.probs[i], windows.mean(0), atol=1e-6)
+        np.testing.assert_allclose(clf.predict(x).probs[0], pred.probs[i], atol=1e-6)  # alone as in a batch
+    stretched = softmax(clf.engine.run(signal.prepare(long, CSI_PRE, clf.cfg.img_size))[0])
+    assert not np.allclose(pred.probs, stretched, atol=1e-2)
+    x = _csi(41, 10)  # one packet over: two windows, one packet apart
+    np.testing.assert_allclose(clf.predict(x).probs[0], clf.predict(np.stack([x[..., :40], x[..., 1:]])).probs.mean(0),
+                               atol=1e-6)
+
+
+def test_a_longer_spectrogram_is_cut_in_the_frames_of_the_model_capture(clf_dir):
+    clf = Classifier.from_pretrained(clf_dir, engine="torch")
+    frames = signal.num_frames(2048, PRE.n_fft, PRE.hop)  # the model's capture (preprocess.capture_samples)
+    assert signal.spectrogram(_iq(3 * 2048, 11), PRE).shape == (64, 193) and frames == 65
+    rng = np.random.default_rng(12)
+    spec = (rng.random((64, 193)) ** np.linspace(1, 30, 193)).astype(np.float32)  # it changes over time
+    windows = clf.predict(np.stack([spec[:, s:s + 65] for s in (0, 64, 128)])).probs  # 3 windows cover 193
+    assert not np.allclose(windows[0], windows[1:], atol=1e-2)
+    np.testing.assert_allclose(clf.predict(spec).probs[0], windows.mean(0), atol=1e-6)
+    stretched = softmax(clf.engine.run(signal.prepare(spec, PRE, clf.cfg.img_size))[0])[0]
+    assert not np.allclose(windows.mean(0), stretched, atol=1e-2)
 
 
 @pytest.mark.parametrize("call, match", [
