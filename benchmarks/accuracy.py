@@ -1,5 +1,6 @@
-"""What the accuracy studies (``input_level``, ``short_capture``) share: a generator's test set
-regenerated as IQ, and the command line's run, table and JSON."""
+"""What the accuracy studies (``input_level``, ``short_capture``, ``long_capture``) share: a
+generator's test set regenerated (as IQ, or CSI), the model check of the capture-length studies, and
+the command line's run, table and JSON."""
 
 from __future__ import annotations
 
@@ -9,15 +10,48 @@ from typing import Callable, Iterable
 import numpy as np
 
 
-def signals_test_iq(classes, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def signals_test_iq(classes, n: int, seed: int, n_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The IQ behind the first ``n`` captures of a ``signals`` test set of ``seed`` (sample i as the
-    generator draws it) and their class indices, for a classifier of ``classes``."""
-    from radiofm.training.synth.signals import CLASSES, sample_capture
+    generator draws it) and their class indices, for a classifier of ``classes``; ``n_samples``
+    draws each capture that long instead of the set's 32768 samples."""
+    from radiofm.training.synth.signals import CLASSES, NUM_SAMPLES, sample_capture
 
     if list(classes) != CLASSES:
         raise ValueError(f"the classifier does not classify the signals generator's classes {CLASSES}")
-    iq, truth, _ = (np.stack(column) for column in zip(*(sample_capture(seed, i) for i in range(n))))
+    draws = (sample_capture(seed, i, n_samples or NUM_SAMPLES) for i in range(n))
+    iq, truth, _ = (np.stack(column) for column in zip(*draws))
     return iq, truth
+
+
+def csi_test_recordings(classes, n: int, seed: int, packets: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` recordings (3, 114, 500) of a ``csi-har`` test set of ``seed`` (sample i as the
+    generator draws it) and their class indices, for a classifier of ``classes``; ``packets`` records
+    each for that many packets instead of the set's 2000 (a quarter of them kept)."""
+    from radiofm.training.synth.csi_har import CLASSES, PACKETS, sample_recording
+
+    if list(classes) != CLASSES:
+        raise ValueError(f"the classifier does not classify the csi-har generator's classes {CLASSES}")
+    draws = (sample_recording(seed, i, packets or PACKETS) for i in range(n))
+    x, truth, _ = (np.stack(column) for column in zip(*draws))
+    return x, truth
+
+
+def fixed_length_classifier(model: str, engine: str):
+    """A Classifier of ``model`` on ``engine``, refused by name unless it was trained on captures of
+    one length (``preprocess.capture_samples``), which is what the capture-length studies vary."""
+    from radiofm.engines import open_engine
+    from radiofm.sdk import Classifier
+
+    eng = open_engine(model, engine)
+    if eng.cfg.task != "classify" or not eng.cfg.preprocess.capture_samples:
+        raise ValueError(f"{model} is not a classifier with a fixed capture length (preprocess.capture_samples); "
+                         f"this measures those")
+    return Classifier(eng)
+
+
+def time_unit(pre) -> str:
+    """What a model's input counts along its time axis."""
+    return "packets" if pre.kind == "csi" else "spectrogram frames"
 
 
 def run_study(parser, args, measure: Callable[[], dict], table: Callable[[dict], Iterable[str]]) -> int:

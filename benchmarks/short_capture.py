@@ -18,22 +18,16 @@ import sys
 
 import numpy as np
 
-from .accuracy import run_study, signals_test_iq
+from .accuracy import csi_test_recordings, fixed_length_classifier, run_study, signals_test_iq, time_unit
 
 
 def short_capture(model: str, n: int, seed: int, fractions: list[float], engine: str = "torch", log=print) -> dict:
     from radiofm import signal
-    from radiofm.engines import open_engine
-    from radiofm.sdk import Classifier
 
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must lie in (0, 1], got {fractions}")
-    eng = open_engine(model, engine)
-    pre = eng.cfg.preprocess
-    if eng.cfg.task != "classify" or not pre.capture_samples:
-        raise ValueError(f"{model} is not a classifier with a fixed capture length (preprocess.capture_samples); "
-                         f"this measures those")
-    clf = Classifier(eng)
+    clf = fixed_length_classifier(model, engine)
+    eng, pre = clf.engine, clf.cfg.preprocess
     inputs, truth, full_length = (_csi_inputs if pre.kind == "csi" else _signal_inputs)(clf, n, seed)
     rows = []
     for fraction in fractions:
@@ -45,25 +39,17 @@ def short_capture(model: str, n: int, seed: int, fractions: list[float], engine:
         row = {"fraction": fraction, "steps": int(cut.shape[-1]), "patch_columns": columns,
                "masked": float(np.mean(masked == truth)), "stretched": float(np.mean(stretched == truth))}
         row["masked_per_class"] = {c: float(np.mean(masked[truth == k] == k)) for k, c in enumerate(clf.classes)}
-        log(f"{fraction:6.3f} of the capture ({row['steps']} {_unit(pre)}, {columns} patch column{'s' * (columns != 1)}): "
+        log(f"{fraction:6.3f} of the capture ({row['steps']} {time_unit(pre)}, {columns} patch column{'s' * (columns != 1)}): "
             f"masked {row['masked']:.2%}, stretched {row['stretched']:.2%}")
         rows.append(row)
     return {"model": model, "engine": clf.engine_name, "metric": "accuracy", "captures": n, "seed": seed,
-            "unit": _unit(pre), "full_length": full_length, "rows": rows}
-
-
-def _unit(pre) -> str:
-    return "packets" if pre.kind == "csi" else "spectrogram frames"
+            "unit": time_unit(pre), "full_length": full_length, "rows": rows}
 
 
 def _csi_inputs(clf, n: int, seed: int):
     """The csi-har test set's recordings (sample i as the generator draws it), cut to their first
     packets; their labels and whole length."""
-    from radiofm.training.synth.csi_har import CLASSES, sample_recording
-
-    if list(clf.classes) != CLASSES:
-        raise ValueError(f"the classifier does not classify the csi-har generator's classes {CLASSES}")
-    x, truth, _ = (np.stack(column) for column in zip(*(sample_recording(seed, i) for i in range(n))))
+    x, truth = csi_test_recordings(clf.classes, n, seed)
     return (lambda f: x[..., : max(2, round(f * x.shape[-1]))]), truth, x.shape[-1]
 
 
