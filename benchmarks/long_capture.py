@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
     parser.add_argument("--lengths", type=float, nargs="+", default=[1.0, 1.5, 2.0, 4.0],
                         help="each capture's length as a multiple of the model's (default 1 1.5 2 4)")
-    parser.add_argument("--engine", default="torch", help="torch | onnx | trt (default torch)")
+    parser.add_argument("--engine", default="torch", help="torch | onnx | trt: the windows are whole, so any export "
+                                                          "(default torch)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     return run_study(parser, args, lambda: long_capture(args.model, args.n, args.seed, args.lengths, args.engine),
