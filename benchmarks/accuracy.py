@@ -4,6 +4,7 @@ the command line's run, table and JSON."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Iterable
 
@@ -52,6 +53,18 @@ def fixed_length_classifier(model: str, engine: str):
 def time_unit(pre) -> str:
     """What a model's input counts along its time axis."""
     return "packets" if pre.kind == "csi" else "spectrogram frames"
+
+
+def study_parser(doc: str, model_help: str, n: int, items: str, engine: str, engine_help: str) -> argparse.ArgumentParser:
+    """A study's command line: the model, ``--n`` ``items`` (default ``n``), ``--seed`` of the test
+    set, ``--engine`` (default ``engine``) and ``--json``; the study adds what it varies."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("model", help=f"zoo name or model folder: {model_help}")
+    parser.add_argument("--n", type=int, default=n, help=f"{items} (default {n})")
+    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser.add_argument("--engine", default=engine, help=f"{engine_help} (default {engine})")
+    parser.add_argument("--json", help="write the figures here")
+    return parser
 
 
 def run_study(parser, args, measure: Callable[[], dict], table: Callable[[dict], Iterable[str]]) -> int:

@@ -13,12 +13,11 @@ the stored 256x256 label grid) for a segmenter.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from .accuracy import run_study, signals_test_iq
+from .accuracy import run_study, signals_test_iq, study_parser
 
 
 def input_level(model: str, n: int, seed: int, gains_db: list[float], engine: str = "auto", log=print) -> dict:
@@ -73,14 +72,10 @@ def _lte_nr_scorer(runner, n: int, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="zoo name or model folder: a signals classifier or an lte-nr segmenter")
-    parser.add_argument("--n", type=int, default=800, help="captures (default 800)")
-    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser = study_parser(__doc__, "a signals classifier or an lte-nr segmenter", 800, "captures", "auto",
+                          "torch | onnx | trt | auto")
     parser.add_argument("--gains", type=float, nargs="+", default=[-20, -10, -3, 0, 3, 10, 20],
                         help="gains in dB (default -20 -10 -3 0 3 10 20)")
-    parser.add_argument("--engine", default="auto", help="torch | onnx | trt | auto (default auto)")
-    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     return run_study(parser, args, lambda: input_level(args.model, args.n, args.seed, args.gains, args.engine), _table)
 

@@ -14,12 +14,12 @@ each length, a multiple of the training capture, and scores all three.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from .accuracy import csi_test_recordings, fixed_length_classifier, run_study, signals_test_iq, time_unit
+from .accuracy import (csi_test_recordings, fixed_length_classifier, run_study, signals_test_iq, study_parser,
+                       time_unit)
 
 
 def long_capture(model: str, n: int, seed: int, lengths: list[float], engine: str = "torch", log=print) -> dict:
@@ -34,7 +34,8 @@ def long_capture(model: str, n: int, seed: int, lengths: list[float], engine: st
     rows = []
     for length in lengths:
         x, truth = draw(clf, n, seed, length)
-        count = clf._windows(x)[1]
+        starts = clf._window_starts(x.shape[-1])
+        count = 1 if starts is None else len(starts)
         row = {"length": length, "steps": int(x.shape[-1]), "n_windows": count}
         predicted = {"windows": clf.predict(x).indices,
                      "stretched": clf._run(signal.prepare(x, pre, clf.cfg.img_size))[0].argmax(1),
@@ -67,15 +68,10 @@ def _signal_inputs(clf, n: int, seed: int, length: float):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="zoo name or model folder: a csi-har or a signals classifier")
-    parser.add_argument("--n", type=int, default=600, help="recordings (default 600)")
-    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser = study_parser(__doc__, "a csi-har or a signals classifier", 600, "recordings", "torch",
+                          "torch | onnx | trt: the windows are whole, so any export")
     parser.add_argument("--lengths", type=float, nargs="+", default=[1.0, 1.5, 2.0, 4.0],
                         help="each capture's length as a multiple of the model's (default 1 1.5 2 4)")
-    parser.add_argument("--engine", default="torch", help="torch | onnx | trt: the windows are whole, so any export "
-                                                          "(default torch)")
-    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     return run_study(parser, args, lambda: long_capture(args.model, args.n, args.seed, args.lengths, args.engine),
                      _table)

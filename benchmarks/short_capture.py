@@ -13,12 +13,12 @@ spectrogram classifier), keeps the first fraction of each, and scores both ways.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from .accuracy import csi_test_recordings, fixed_length_classifier, run_study, signals_test_iq, time_unit
+from .accuracy import (csi_test_recordings, fixed_length_classifier, run_study, signals_test_iq, study_parser,
+                       time_unit)
 
 
 def short_capture(model: str, n: int, seed: int, fractions: list[float], engine: str = "torch", log=print) -> dict:
@@ -69,15 +69,10 @@ def _signal_inputs(clf, n: int, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="zoo name or model folder: a csi-har or a signals classifier")
-    parser.add_argument("--n", type=int, default=600, help="recordings (default 600)")
-    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser = study_parser(__doc__, "a csi-har or a signals classifier", 600, "recordings", "torch",
+                          "torch | onnx | trt (an export with --variable-length)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25, 0.125],
                         help="the part of each capture kept (default 1 0.75 0.5 0.25 0.125)")
-    parser.add_argument("--engine", default="torch", help="torch | onnx | trt (an export with --variable-length) "
-                                                          "(default torch)")
-    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     return run_study(parser, args, lambda: short_capture(args.model, args.n, args.seed, args.fractions, args.engine),
                      _table)

@@ -411,17 +411,24 @@ class Classifier(_Predictor):
         indices = probs.argmax(1)
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
 
+    def _window_starts(self, frames: int) -> np.ndarray | None:
+        """Where the windows of the model's capture length start in an input of ``frames`` time steps:
+        the fewest that cover it, evenly spaced; None where it is no longer than that."""
+        length = self._train_frames()
+        if length is None or frames <= length:
+            return None
+        return np.round(np.linspace(0, frames - length, -(-frames // length))).astype(int)
+
     def _windows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``x`` as windows of the model's capture length, ``k`` per input in input order, where it is
         longer than that; else ``x`` and 1."""
-        length = self._train_frames()
-        if length is None or x.shape[-1] <= length:
+        starts = self._window_starts(x.shape[-1])
+        if starts is None:
             return x, 1
+        length = self._train_frames()
         items = x[None] if x.ndim == 2 or (x.ndim == 3 and self.cfg.in_chans > 1) else x  # (N, [C,] H, W)
-        k = -(-x.shape[-1] // length)
-        starts = np.round(np.linspace(0, x.shape[-1] - length, k)).astype(int)
         windows = np.stack([items[..., s:s + length] for s in starts], axis=1)
-        return windows.reshape(-1, *windows.shape[2:]), k
+        return windows.reshape(-1, *windows.shape[2:]), len(starts)
 
 
 class Segmenter(_Predictor):
