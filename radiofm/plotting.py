@@ -79,10 +79,12 @@ def plot_predictions(out: str | Path, rows: list[Row], classes: list[str], task:
         top.set_ylabel(Path(row.name).name + cut, fontsize=8)
         drawn.append([u.title for u in row.units])
         if segment:
-            maps = np.concatenate([u.classes for u in row.units], axis=1)
-            bottom.imshow(maps, origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(classes) - 1,
-                          interpolation="nearest")
+            rows_shown = db.shape[0]
+            for u, a, b in zip(row.units, edges[:-1], edges[1:]):  # each map over its own spectrogram's extent
+                bottom.imshow(u.classes, origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=len(classes) - 1,
+                              interpolation="nearest", extent=(a - 0.5, b - 0.5, -0.5, rows_shown - 0.5))
             bottom.set_xlim(top.get_xlim())
+            bottom.set_ylim(top.get_ylim())
             bottom.set_yticks([])
         else:
             probs = np.stack([u.probs for u in row.units])  # (units, K)

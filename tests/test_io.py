@@ -155,6 +155,26 @@ def test_predict_plot_draws_what_each_window_and_item_was_predicted(tmp_path):
     assert bad.exit_code == 1 and "--plot" in bad.output and ".png" in bad.output
 
 
+def test_a_segmenter_class_map_is_drawn_over_the_whole_of_its_spectrogram(tmp_path):
+    """An IQ capture's class map is coarser than its spectrogram (lte-nr-nano: 256 x 256 against
+    1024 x 2400 frames at 20 ms); it is drawn over the spectrogram's whole extent, not its first columns."""
+    from PIL import Image
+
+    from radiofm.plotting import Row, Unit, plot_predictions
+    from radiofm.training.show import MASK_COLOURS
+
+    spectrogram = np.random.default_rng(0).random((256, 1200)) + 1.0
+    row = Row("rec", [Unit(spectrogram, "LTE 100%", classes=np.full((64, 48), 2, np.uint8))], total=1)
+    plot_predictions(tmp_path / "p.png", [row], ["noise", "NR", "LTE"], "segment", "t")
+    with Image.open(tmp_path / "p.png") as img:
+        pixels = np.asarray(img.convert("RGB"), float)
+    lte = np.array([int(MASK_COLOURS[2][i:i + 2], 16) for i in (1, 3, 5)], float)
+    is_lte = np.abs(pixels - lte).sum(-1) < 40
+    columns = np.flatnonzero(is_lte.any(0))
+    # The map fills its panel, which is nearly the figure's width; drawn in its own pixels it filled 4 %.
+    assert columns.size > 0.8 * pixels.shape[1], (columns.size, pixels.shape)
+
+
 def _micro_classifier(folder):
     torch.manual_seed(0)
     cfg = preset("vit-micro", task="classify", num_classes=3, labels=["noise", "lte", "nr"],
