@@ -385,7 +385,9 @@ def predict(
 
     An IQ recording of at least the model's capture length is cut into whole captures, predicted one
     by one, as streaming does (a tail shorter than a capture is left out); a shorter recording is
-    predicted as one short capture. A 2-D complex array holds one recording per row. With --annotate
+    predicted as one short capture. A segmenter trained on captures of varying length (lte-nr-nano:
+    10-40 ms) segments a longer recording in windows of at most preprocess.max_capture_samples (25 ms),
+    their class maps side by side. A 2-D complex array holds one recording per row. With --annotate
     a classifier's windows, or a segmenter's regions as time-frequency boxes, become SigMF annotations.
     """
     import dataclasses

@@ -39,6 +39,11 @@ class PreprocessConfig:
     # Per model input in training (the streaming window): IQ samples, or for CSI packets (after the
     # loader's decimation). None: not one length.
     capture_samples: int | None = None
+    # For a model trained on captures of varying length, each resized onto its grid (the lte-nr
+    # segmenter's 10-40 ms): the most IQ samples it takes in one piece. A longer capture is cut into
+    # the fewest equal windows no longer than this, each seen at a time scale the model knows.
+    # None: any length in one piece.
+    max_capture_samples: int | None = None
     # (H, W) the training set stored its spectrograms at, area-averaged in linear power (the lte-nr
     # generator's 256x256, the MATLAB example's layout); IQ input is brought there the same way
     # before the loader's steps. None: stored as the STFT made them (signals).
@@ -53,6 +58,10 @@ class PreprocessConfig:
             raise ValueError(f"preprocess n_fft and hop must be positive, got {self.n_fft}, {self.hop}")
         if self.scale == 0 or any(s <= 0 for s in self.std):
             raise ValueError("preprocess scale must be non-zero and std positive")
+        for name in ("capture_samples", "max_capture_samples"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"preprocess.{name} must be a positive whole number or null, got {value!r}")
         if self.stored_size is not None:
             size = list(self.stored_size)
             if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):

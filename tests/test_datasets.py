@@ -170,3 +170,29 @@ def test_a_model_learns_the_stored_size_of_the_synthetic_set_it_is_trained_on(tm
     inherited = PreprocessConfig(stored_size=[64, 64])
     assert capture_of(open_dataset(tmp_path / "lte"), PreprocessConfig()).stored_size == [256, 256]
     assert capture_of(open_dataset(tmp_path / "sig"), inherited).stored_size is None
+
+
+def test_a_model_trained_on_captures_of_varying_length_takes_longer_ones_in_windows_of_their_middle(tmp_path):
+    """lte-nr captures last 10-40 ms: the config a fine-tune writes takes at most 25 ms in one piece
+    (61.44 MS/s); a signals set has one capture length, and an init model's window does not leak into it."""
+    from radiofm.config import PreprocessConfig
+    from radiofm.training.datasets import open_dataset
+    from radiofm.training.prepared import capture_of
+    from radiofm.training.synth import synthesize
+
+    synthesize("lte-nr", 1, tmp_path / "lte", seed=0, progress=False)
+    synthesize("signals", 1, tmp_path / "sig", seed=0, progress=False)
+    lte = capture_of(open_dataset(tmp_path / "lte"), PreprocessConfig())
+    assert (lte.capture_samples, lte.max_capture_samples) == (None, 1_536_000)
+    sig = capture_of(open_dataset(tmp_path / "sig"), PreprocessConfig(max_capture_samples=1000))
+    assert (sig.capture_samples, sig.max_capture_samples) == (32768, None)
+
+
+@pytest.mark.parametrize("name", ["capture_samples", "max_capture_samples"])
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "25ms", True])
+def test_capture_lengths_are_positive_whole_numbers(name, bad):
+    from radiofm.config import PreprocessConfig
+
+    with pytest.raises(ValueError, match=rf"preprocess.{name} must be a positive whole number or null, got "):
+        PreprocessConfig(**{name: bad})
+    assert getattr(PreprocessConfig(**{name: 4096}), name) == 4096

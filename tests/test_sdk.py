@@ -505,6 +505,54 @@ def test_iq_goes_through_the_stored_size_the_training_set_had(tmp_path):
     np.testing.assert_allclose(via_iq.probs, seg.predict(spectra).probs, atol=1e-5)
 
 
+def _long_segmenter(tmp_path, stored_size):
+    torch.manual_seed(0)
+    pre = PreprocessConfig(n_fft=64, hop=32, stored_size=stored_size, max_capture_samples=126 * 32)  # 127 frames
+    cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"], preprocess=pre)
+    return Segmenter.from_pretrained(save_model(build_model(cfg), tmp_path / "seg"), engine="torch"), pre
+
+
+@pytest.mark.parametrize("stored_size", [[48, 40], None])
+def test_a_long_iq_capture_is_segmented_window_by_window_at_the_training_time_scale(tmp_path, stored_size):
+    """A capture longer than max_capture_samples (here 127 frames) is cut into the fewest equal windows
+    no longer than that (311 frames: 104, 103 and 104), each segmented as a capture of its own, maps side
+    by side along time; squeezing it onto the grid whole gives another answer. Without a stored grid
+    each window's map keeps its own frames, so the map has the spectrogram's size."""
+    seg, pre = _long_segmenter(tmp_path, stored_size)
+    iq = np.stack([_iq(310 * 32, 5), _iq(310 * 32, 6)])
+    spectra = np.stack([signal.spectrogram(c, pre) for c in iq])
+    assert spectra.shape[-1] == 311
+    pred = seg.predict_iq(iq)
+    stored = (lambda x: signal.resize(x, stored_size, "area")) if stored_size else (lambda x: x)
+    parts = [seg.predict(stored(spectra[..., a:b])) for a, b in [(0, 104), (104, 207), (207, 311)]]
+    np.testing.assert_array_equal(pred.indices, np.concatenate([p.indices for p in parts], axis=-1))
+    np.testing.assert_allclose(pred.probs, np.concatenate([p.probs for p in parts], axis=-1), atol=1e-6)
+    assert pred.indices.shape == ((2, 48, 120) if stored_size else (2, 64, 311))
+    assert pred.probs.shape == (2, 3, 32, 96) and pred.labels.shape == pred.indices.shape
+    one = seg.predict_iq(iq[1])  # a capture alone as in a batch
+    np.testing.assert_allclose(one.probs[0], pred.probs[1], atol=1e-6)
+    whole = seg.predict(stored(spectra)).probs
+    assert not np.allclose(signal.resize(whole, pred.probs.shape[-2:], "bicubic"), pred.probs, atol=1e-2)
+
+
+def test_a_capture_no_longer_than_max_capture_samples_is_segmented_in_one_piece(tmp_path):
+    seg, pre = _long_segmenter(tmp_path, [48, 40])
+    iq = _iq(126 * 32, 7)  # exactly the longest capture, 127 frames
+    assert signal.spectrogram(iq, pre).shape[-1] == 127
+    pred = seg.predict_iq(iq)
+    expected = seg.predict(signal.resize(signal.spectrogram(iq, pre), (48, 40), "area"))
+    assert pred.indices.shape == (1, 48, 40)
+    np.testing.assert_allclose(pred.probs, expected.probs, atol=1e-6)
+
+
+def test_a_segmenter_streams_in_windows_of_its_longest_capture_by_default(tmp_path):
+    seg, _ = _long_segmenter(tmp_path, [48, 40])
+    iq = _iq(3 * 126 * 32 + 100, 8)
+    streamed = list(seg.stream_iq([iq[:5000], iq[5000:]]))
+    assert [p.start for p in streamed] == [0, 126 * 32, 2 * 126 * 32]
+    np.testing.assert_allclose(streamed[1].probs, seg.predict_iq(iq[126 * 32:2 * 126 * 32]).probs, atol=1e-6)
+
+
 def test_zoo_segmenter_on_iq_scores_as_on_its_stored_frames():
     """lte-nr-nano was trained on frames stored at 256x256 (mean power per pixel); straight from the
     STFT its IQ scored 64 % mean per-class pixel accuracy on these frames, through the stored grid 91 %."""

@@ -71,9 +71,10 @@ def item_kind(item) -> str:
 
 def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
     """``pre`` with the data's sample rate, where every capture has one length its IQ sample count
-    (the SDK's streaming window; a CSI set's packets per recording), and the size a synthetic set stored its spectrograms at when it
-    area-averaged them (``stored_size``: the SDK brings IQ there too); what the dataset does not
-    say is left as it was."""
+    (the SDK's streaming window; a CSI set's packets per recording), or else, where the captures' length
+    varies over a range, the middle of it (``max_capture_samples``: the SDK's window for longer ones),
+    and the size a synthetic set stored its spectrograms at when it area-averaged them
+    (``stored_size``: the SDK brings IQ there too); what the dataset does not say is left as it was."""
     generator = getattr(dataset, "manifest", {}).get("generator", {})
     stored = pre.stored_size
     if generator:
@@ -81,8 +82,15 @@ def capture_of(dataset, pre: PreprocessConfig) -> PreprocessConfig:
     capture = generator.get("num_samples")  # IQ samples of a spectrogram set's captures
     if "packets" in generator:  # a CSI set's packets, as its items hold them
         capture = generator["packets"] // generator.get("decimate", 1)
-    return replace(pre, sample_rate=dataset.sample_rate or pre.sample_rate,
-                   capture_samples=capture or pre.capture_samples, stored_size=stored)
+    rate = dataset.sample_rate or pre.sample_rate
+    longest = None if generator else pre.max_capture_samples  # an init model's does not leak into another set
+    durations = generator.get("duration_ms")  # a set of captures of varying length (lte-nr: 10-40 ms)
+    if not capture and rate and isinstance(durations, list) and len(durations) == 2:
+        # The SDK cuts a longer capture into windows of at most the middle of the training durations
+        # (25 ms of 10-40 ms), which keeps the time scale the model knows (benchmarks.long_segment).
+        longest = int(round(sum(durations) / 2 * 1e-3 * rate))
+    return replace(pre, sample_rate=rate, capture_samples=capture or pre.capture_samples,
+                   max_capture_samples=longest, stored_size=stored)
 
 
 def fit_preprocess(dataset, img_size, max_items: int = 256, seed: int = 0) -> PreprocessConfig:
