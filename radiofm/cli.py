@@ -482,7 +482,8 @@ def _level_hint(path: Path, iq, pre) -> None:
 
     from radiofm import signal
 
-    first = np.asarray(iq).reshape(-1, np.shape(iq)[-1])[0][: pre.capture_samples or None]
+    # The first capture (or window) tells: a recording of seconds is not read whole for a note.
+    first = np.asarray(iq).reshape(-1, np.shape(iq)[-1])[0][: pre.capture_samples or pre.max_capture_samples or None]
     if first.size < pre.n_fft:
         return
     offset_db = 10 * np.log10(float(signal.noise_power(signal.spectrogram(first, pre), pre)))

@@ -134,6 +134,18 @@ def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
         spectra = [item.data[0, :, p.start:p.start + window] for p in preds[:MAX_UNITS]]
         results = [(p, 0) for p in preds]
         when = [f"packet {p.start}: " for p in preds]
+    elif item.is_iq and runner.cfg.task == "segment" and item.data.ndim == 1 and _segment_windows(runner, item.data) is not None:
+        # One long capture segmented window by window: each window's spectrogram (at the stored grid,
+        # as the model saw it) under its part of the map, computed a window at a time.
+        edges = _segment_windows(runner, item.data)
+        k, width = len(edges) - 1, preds[0].indices.shape[-1] // (len(edges) - 1)
+        windows = list(zip(edges[:-1], edges[1:]))[:MAX_UNITS]
+        spectra = [runner._stored(signal.spectrogram(item.data, pre, (int(a), int(b)))[None])[0] for a, b in windows]
+        p = preds[0]
+        results = [(type(p)(p.indices[:, :, j * width:(j + 1) * width], p.probs, p.labels[:, :, j * width:(j + 1) * width]), 0)
+                   for j in range(k)]
+        fs = rate or pre.sample_rate
+        when = [f"{a * pre.hop / fs * 1e3:.1f} ms: " if fs else f"frame {a}: " for a, _ in windows]
     else:
         captures = [item.data] if item.is_iq and item.data.ndim == 1 else item.data
         spectra = np.stack([signal.spectrogram(c, pre) for c in captures]) if item.is_iq else np.asarray(item.data)
@@ -151,3 +163,13 @@ def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
             row.units.append(Unit(np.asarray(spec, float), f"{at}{pred.labels[i]} {pred.probs[i].max():.2f}",
                                   probs=pred.probs[i]))
     return row
+
+
+def _segment_windows(runner, iq) -> "np.ndarray | None":
+    """The window edges (STFT frames) a Segmenter cuts one long IQ capture into, or None."""
+    from radiofm import signal
+
+    pre = runner.cfg.preprocess
+    if iq.size < pre.n_fft:
+        return None
+    return runner._window_edges(signal.num_frames(iq.size, pre.n_fft, pre.hop))

@@ -257,7 +257,7 @@ class _Task:
 
     def _iq_spectrograms(self, iq, sample_rate: float | None, noise_power=None) -> np.ndarray:
         """IQ captures -> the spectrograms the model's training set held (``preprocess.stored_size``)."""
-        return self._stored(self._iq_power(iq, sample_rate, noise_power))
+        return self._stored(self._power(self._iq_captures(iq, sample_rate, noise_power), noise_power))
 
     def _stored(self, spectra: np.ndarray) -> np.ndarray:
         pre = self.cfg.preprocess
@@ -265,9 +265,8 @@ class _Task:
             spectra = signal.resize(spectra, pre.stored_size, "area")
         return spectra
 
-    def _iq_power(self, iq, sample_rate: float | None, noise_power=None) -> np.ndarray:
-        """IQ captures, checked, -> their STFT power (N, n_fft, frames) at unit noise power where
-        ``noise_power`` is given."""
+    def _iq_captures(self, iq, sample_rate: float | None, noise_power=None) -> np.ndarray:
+        """IQ input and its arguments checked at the door; the captures as (N, samples)."""
         self._check_iq_input(sample_rate)
         _check_noise_power(noise_power)
         expected = "complex IQ, one capture (samples,) or a batch (N, samples)"
@@ -276,13 +275,13 @@ class _Task:
             raise ValueError(f"expected {expected}, got {_given(iq, captures)}")
         if captures.size == 0:
             raise ValueError(f"got no IQ samples (shape {captures.shape})")
-        if captures.ndim == 1:
-            captures = captures[None]
-        spectra = [signal.spectrogram(c, self.cfg.preprocess) for c in captures]
-        if len({s.shape for s in spectra}) > 1:
-            raise ValueError("IQ captures in one call must have the same length")
-        spectra = np.stack(spectra)
+        return captures[None] if captures.ndim == 1 else captures
+
+    def _power(self, captures: np.ndarray, noise_power=None, frames: tuple[int, int] | None = None) -> np.ndarray:
+        """STFT power (N, n_fft, frames) of (N, samples) captures, or of their ``frames`` (first, end)
+        only, at unit noise power where ``noise_power`` is given ("estimate": measured on what is computed)."""
         pre = self.cfg.preprocess
+        spectra = np.stack([signal.spectrogram(c, pre, frames) for c in captures])
         if noise_power is not None:
             power = signal.noise_power(spectra, pre) if noise_power == "estimate" else float(noise_power)
             # Dividing the power is scaling the IQ by 1/sqrt(noise power): the noise floor the model was trained at.
@@ -461,13 +460,16 @@ class Segmenter(_Predictor):
 
     def predict_iq(self, iq, sample_rate: float | None = None, noise_power: float | str | None = None) -> Prediction:
         """Segment complex IQ: one capture (samples,) or a batch (N, samples) of equal length, a long
-        one window by window (see the class); ``noise_power`` as in ``Classifier.predict_iq``."""
-        spectra = self._iq_power(iq, sample_rate, noise_power)
-        edges = self._window_edges(spectra.shape[-1])
+        one window by window (see the class), each window's STFT computed on its own (a recording of
+        seconds never has its whole spectrogram in memory); ``noise_power`` as in
+        ``Classifier.predict_iq``, ``"estimate"`` measured on each window, as ``stream_iq`` does."""
+        captures = self._iq_captures(iq, sample_rate, noise_power)
+        pre = self.cfg.preprocess
+        edges = self._window_edges(signal.num_frames(captures.shape[-1], pre.n_fft, pre.hop))
         if edges is None:
-            return self.predict(self._stored(spectra))
-        n = len(spectra)
-        windows = [self._stored(spectra[..., a:b]) for a, b in zip(edges[:-1], edges[1:])]
+            return self.predict(self._stored(self._power(captures, noise_power)))
+        n = len(captures)
+        windows = [self._stored(self._power(captures, noise_power, (int(a), int(b)))) for a, b in zip(edges[:-1], edges[1:])]
         parts: list = [None] * len(windows)
         widths: dict[int, list[int]] = {}  # windows of one width go through the model together
         for j, w in enumerate(windows):

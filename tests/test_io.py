@@ -9,6 +9,7 @@ from scipy.io import savemat
 from sigmf import SigMFFile
 from typer.testing import CliRunner
 
+from radiofm import signal
 from radiofm.checkpoint import save_model
 from radiofm.cli import app
 from radiofm.config import PreprocessConfig, preset
@@ -173,6 +174,30 @@ def test_a_segmenter_class_map_is_drawn_over_the_whole_of_its_spectrogram(tmp_pa
     columns = np.flatnonzero(is_lte.any(0))
     # The map fills its panel, which is nearly the figure's width; drawn in its own pixels it filled 4 %.
     assert columns.size > 0.8 * pixels.shape[1], (columns.size, pixels.shape)
+
+
+def test_a_long_capture_a_segmenter_takes_in_windows_is_drawn_window_by_window(tmp_path):
+    """Each window: its spectrogram at the stored grid (what the model saw) under its part of the map,
+    titled with its start time; the map is the one predict_iq gave."""
+    from radiofm.engines import TorchEngine
+    from radiofm.plotting import plot_predictions, prediction_row
+    from radiofm.sdk import Segmenter
+
+    torch.manual_seed(0)
+    pre = PreprocessConfig(n_fft=64, hop=32, stored_size=[48, 40], max_capture_samples=126 * 32, sample_rate=1e6)
+    cfg = preset("vit-micro", task="segment", num_classes=3, labels=["noise", "NR", "LTE"], preprocess=pre)
+    seg = Segmenter(TorchEngine(save_model(build_model(cfg), tmp_path / "s")))
+    rng = np.random.default_rng(2)
+    iq = (rng.normal(size=310 * 32) + 1j * rng.normal(size=310 * 32)).astype(np.complex64)  # 311 frames: 3 windows
+    np.save(tmp_path / "rec.npy", iq)
+    pred = seg.predict_iq(iq, 1e6)
+    row = prediction_row("rec.npy", read_input(tmp_path / "rec.npy"), [pred], seg, 1e6)
+    assert [u.title.split(":")[0] for u in row.units] == ["0.0 ms", "3.3 ms", "6.6 ms"] and row.total == 3
+    assert all(u.spectrogram.shape == (48, 40) and u.classes.shape == (48, 40) for u in row.units)
+    np.testing.assert_array_equal(np.concatenate([u.classes for u in row.units], axis=1), pred.indices[0])
+    np.testing.assert_allclose(row.units[1].spectrogram, signal.resize(signal.spectrogram(iq, pre)[:, 104:207], (48, 40), "area"),
+                               rtol=1e-6)
+    plot_predictions(tmp_path / "p.png", [row], seg.classes, "segment", "t")
 
 
 def _micro_classifier(folder):

@@ -533,6 +533,11 @@ def test_a_long_iq_capture_is_segmented_window_by_window_at_the_training_time_sc
     np.testing.assert_allclose(one.probs[0], pred.probs[1], atol=1e-6)
     whole = seg.predict(stored(spectra)).probs
     assert not np.allclose(signal.resize(whole, pred.probs.shape[-2:], "bicubic"), pred.probs, atol=1e-2)
+    # An estimated noise power is measured on each window, as streaming measures it.
+    levelled = seg.predict_iq(iq * np.float32(3.0), noise_power="estimate")
+    parts = [spectra[..., a:b] for a, b in [(0, 104), (104, 207), (207, 311)]]
+    parts = [seg.predict(stored(p / signal.noise_power(p, pre)[:, None, None])) for p in parts]
+    np.testing.assert_allclose(levelled.probs, np.concatenate([p.probs for p in parts], axis=-1), atol=1e-5)
 
 
 def test_a_capture_no_longer_than_max_capture_samples_is_segmented_in_one_piece(tmp_path):

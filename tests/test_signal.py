@@ -155,3 +155,19 @@ def test_noise_power_sees_the_floor_under_strong_narrowband_emitters_and_takes_b
 def test_noise_power_refuses_what_is_no_spectrogram_of_the_config():
     with pytest.raises(ValueError, match=r"noise_power needs spectrograms \(\.\.\., n_fft=1024, frames\).*\(256, 65\)"):
         signal.noise_power(np.ones((256, 65), np.float32), PreprocessConfig())
+
+
+@pytest.mark.parametrize("n_fft, hop, n", [(64, 32, 64), (64, 32, 5003), (63, 20, 1100), (1024, 512, 20000)])
+def test_a_spectrogram_of_some_frames_is_those_columns_of_the_whole(n_fft, hop, n):
+    """A long recording is segmented a window at a time: the frames (first, end) are exactly those
+    columns of the whole spectrogram, edges included, and bad ranges are refused by name."""
+    pre = PreprocessConfig(n_fft=n_fft, hop=hop)
+    rng = np.random.default_rng(n)
+    iq = (rng.normal(size=n) + 1j * rng.normal(size=n)).astype(np.complex64)
+    whole = signal.spectrogram(iq, pre)
+    frames = whole.shape[1]
+    for first, end in {(0, frames), (0, 1), (frames - 1, frames), (frames // 3, 2 * frames // 3 + 1)}:
+        np.testing.assert_array_equal(signal.spectrogram(iq, pre, (first, end)), whole[:, first:end])
+    for bad in [(0, frames + 1), (2, 2), (-1, 1), (0.5, 2)]:
+        with pytest.raises(ValueError, match=rf"frames must be \(first, end\) with 0 <= first < end <= {frames}"):
+            signal.spectrogram(iq, pre, bad)
