@@ -35,7 +35,7 @@ def long_segment(model: str, n: int, seed: int, durations_ms: list[float], engin
     for duration in durations_ms:
         samples = int(round(duration * 1e-3 * pre.sample_rate))
         frames = signal.num_frames(samples, pre.n_fft, pre.hop)
-        edges = seg._window_edges(frames)
+        edges = seg._capture_windows(samples)
         k = 1 if edges is None else len(edges) - 1
         # The labels' grid: the windows' own resolution along time.
         size = (pre.stored_size[0], k * pre.stored_size[1]) if pre.stored_size else (pre.n_fft, frames)

@@ -134,10 +134,9 @@ def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
         spectra = [item.data[0, :, p.start:p.start + window] for p in preds[:MAX_UNITS]]
         results = [(p, 0) for p in preds]
         when = [f"packet {p.start}: " for p in preds]
-    elif item.is_iq and runner.cfg.task == "segment" and item.data.ndim == 1 and _segment_windows(runner, item.data) is not None:
+    elif (edges := _segment_windows(runner, item)) is not None:
         # One long capture segmented window by window: each window's spectrogram (at the stored grid,
         # as the model saw it) under its part of the map, computed a window at a time.
-        edges = _segment_windows(runner, item.data)
         k, width = len(edges) - 1, preds[0].indices.shape[-1] // (len(edges) - 1)
         windows = list(zip(edges[:-1], edges[1:]))[:MAX_UNITS]
         spectra = [runner._stored(signal.spectrogram(item.data, pre, (int(a), int(b)))[None])[0] for a, b in windows]
@@ -165,11 +164,8 @@ def prediction_row(path, item, preds, runner, rate: float | None = None) -> Row:
     return row
 
 
-def _segment_windows(runner, iq) -> "np.ndarray | None":
-    """The window edges (STFT frames) a Segmenter cuts one long IQ capture into, or None."""
-    from radiofm import signal
-
-    pre = runner.cfg.preprocess
-    if iq.size < pre.n_fft:
+def _segment_windows(runner, item) -> "np.ndarray | None":
+    """The window edges (STFT frames) a Segmenter cut one long IQ capture into, or None."""
+    if not (item.is_iq and runner.cfg.task == "segment" and item.data.ndim == 1):
         return None
-    return runner._window_edges(signal.num_frames(iq.size, pre.n_fft, pre.hop))
+    return runner._capture_windows(item.data.size)

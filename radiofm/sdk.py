@@ -464,8 +464,7 @@ class Segmenter(_Predictor):
         seconds never has its whole spectrogram in memory); ``noise_power`` as in
         ``Classifier.predict_iq``, ``"estimate"`` measured on each window, as ``stream_iq`` does."""
         captures = self._iq_captures(iq, sample_rate, noise_power)
-        pre = self.cfg.preprocess
-        edges = self._window_edges(signal.num_frames(captures.shape[-1], pre.n_fft, pre.hop))
+        edges = self._capture_windows(captures.shape[-1])
         if edges is None:
             return self.predict(self._stored(self._power(captures, noise_power)))
         n = len(captures)
@@ -481,6 +480,11 @@ class Segmenter(_Predictor):
         indices = np.concatenate([p[0] for p in parts], axis=-1)
         probs = np.concatenate([p[1] for p in parts], axis=-1)
         return Prediction(indices, probs, np.asarray(self.classes)[indices])
+
+    def _capture_windows(self, samples: int) -> np.ndarray | None:
+        """``_window_edges`` of an IQ capture of ``samples`` samples."""
+        pre = self.cfg.preprocess
+        return self._window_edges(signal.num_frames(samples, pre.n_fft, pre.hop))
 
     def _window_edges(self, frames: int) -> np.ndarray | None:
         """The spectrogram frames where the windows of a capture of ``frames`` frames begin and end
