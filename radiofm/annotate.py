@@ -5,8 +5,10 @@ capture's, where the recording gives its sample rate), the top class as ``core:l
 leading probabilities in ``core:comment``. A segmenter gives one per connected
 region of each foreground class in a window's class map, as a time-frequency box: its samples, and
 ``core:freq_lower_edge`` / ``core:freq_upper_edge`` from the map's rows (row 0 is -fs/2 about the
-capture's ``core:frequency``; 0 Hz where the recording gives none). Every annotation names radiofm
-and the model in ``core:generator``; writing again replaces those and keeps every other annotation.
+capture's ``core:frequency``; 0 Hz where the recording gives none). A class's regions on the same
+band with at most ``join_gap_s`` between them (5 ms by default) become one box: a TDD carrier's
+bursts, its unscheduled slots, a window edge do not split it. Every annotation names radiofm and the
+model in ``core:generator``; writing again replaces those and keeps every other annotation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ GENERATOR = "radiofm"
 MIN_REGION_FRACTION = 0.001
 BACKGROUND_CLASSES = ("noise",)  # a segmenter's classes that are not annotated
 TOP_CLASSES = 3  # probabilities a classifier annotation's comment gives
+# A segmenter's regions of one class on the same band this close in time are one emitter. NR TDD
+# patterns leave uplink gaps of 0.5-3 ms (DDDSU at 30 kHz: 0.5 ms; DSUUU at 15 kHz: 3 ms).
+JOIN_GAP_S = 5e-3
+SAME_BAND = 0.5  # two regions share a band where they overlap over this share of the narrower one
 
 
 @dataclass
@@ -74,10 +80,62 @@ def classifier_annotations(windows: list[Window], classes: list[str], sample_rat
     return out
 
 
-def segment_annotations(windows: list[Window], classes: list[str], sample_rate: float,
-                        center_frequencies: list[float], generator: str) -> list[dict]:
-    """Boxes around each connected region (8-neighbour) of every foreground class, per window;
-    ``center_frequencies``: the capture frequency of each window."""
+@dataclass
+class Box:
+    """A time-frequency box of one class: samples ``first`` .. ``end``, Hz ``lower`` .. ``upper``,
+    from ``regions`` connected regions holding ``pixels`` pixels of a ``shape`` class map."""
+
+    label: str
+    first: int
+    end: int
+    lower: float
+    upper: float
+    pixels: int
+    shape: tuple[int, int]
+    regions: int = 1
+
+    def joins(self, other: "Box", gap: float) -> bool:
+        """Same class, same band (overlapping over ``SAME_BAND`` of the narrower), at most ``gap``
+        samples apart in time (overlapping in time counts)."""
+        if other.label != self.label or max(other.first - self.end, self.first - other.end) > gap:
+            return False
+        overlap = min(self.upper, other.upper) - max(self.lower, other.lower)
+        return overlap > 0 and overlap >= SAME_BAND * min(self.upper - self.lower, other.upper - other.lower)
+
+    def annotation(self, generator: str, join_gap_s: float) -> dict:
+        rows, cols = self.shape
+        what = (f"{self.pixels} pixels of the {rows}x{cols} class map" if self.regions == 1 else
+                f"{self.regions} regions at most {join_gap_s * 1e3:g} ms apart, {self.pixels} pixels of the "
+                f"{rows}x{cols} class map")
+        return {"core:sample_start": int(self.first), "core:sample_count": int(self.end - self.first),
+                "core:freq_lower_edge": float(self.lower), "core:freq_upper_edge": float(self.upper),
+                "core:label": self.label, "core:comment": what, "core:generator": generator}
+
+
+def join_boxes(boxes: list[Box], gap: float) -> list[Box]:
+    """Boxes joined while any two join (``Box.joins``, ``gap`` in samples) into their bounding box,
+    in order of start."""
+    boxes = sorted(boxes, key=lambda b: b.first)
+    changed = True
+    while changed:
+        changed, out = False, []
+        for b in boxes:
+            into = next((o for o in out if o.joins(b, gap)), None)
+            if into is None:
+                out.append(b)
+                continue
+            into.first, into.end = min(into.first, b.first), max(into.end, b.end)
+            into.lower, into.upper = min(into.lower, b.lower), max(into.upper, b.upper)
+            into.pixels, into.regions = into.pixels + b.pixels, into.regions + b.regions
+            changed = True
+        boxes = sorted(out, key=lambda b: b.first)
+    return boxes
+
+
+def segment_regions(windows: list[Window], classes: list[str], sample_rate: float,
+                    center_frequencies: list[float]) -> list[Box]:
+    """A box around each connected region (8-neighbour) of every foreground class, per window, speckle
+    left out; ``center_frequencies``: the capture frequency of each window."""
     from scipy import ndimage
 
     out = []
@@ -94,16 +152,21 @@ def segment_annotations(windows: list[Window], classes: list[str], sample_rate: 
                     continue
                 first = w.start + (col_slice.start * w.count) // cols
                 end = w.start + -(-col_slice.stop * w.count // cols)  # ceil: the box holds the whole column
-                out.append({
-                    "core:sample_start": int(first),
-                    "core:sample_count": int(end - first),
-                    "core:freq_lower_edge": float(fc + (row_slice.start / rows - 0.5) * sample_rate),
-                    "core:freq_upper_edge": float(fc + (row_slice.stop / rows - 0.5) * sample_rate),
-                    "core:label": name,
-                    "core:comment": f"{int(sizes[r])} pixels of the {rows}x{cols} class map",
-                    "core:generator": generator,
-                })
+                out.append(Box(name, int(first), int(end), float(fc + (row_slice.start / rows - 0.5) * sample_rate),
+                               float(fc + (row_slice.stop / rows - 0.5) * sample_rate), int(sizes[r]), (rows, cols)))
     return out
+
+
+def segment_annotations(windows: list[Window], classes: list[str], sample_rate: float,
+                        center_frequencies: list[float], generator: str, join_gap_s: float = JOIN_GAP_S) -> list[dict]:
+    """Boxes around each connected region of every foreground class (``segment_regions``), those of a
+    class on the same band at most ``join_gap_s`` seconds apart joined (0: a box per region)."""
+    if not (join_gap_s >= 0 and np.isfinite(join_gap_s)):
+        raise ValueError(f"the join gap is a duration of at least 0 s, got {join_gap_s}")
+    boxes = segment_regions(windows, classes, sample_rate, center_frequencies)
+    if join_gap_s > 0:
+        boxes = join_boxes(boxes, join_gap_s * sample_rate)
+    return [b.annotation(generator, join_gap_s) for b in boxes]
 
 
 def sigmf_meta_path(path: str | Path) -> Path:
@@ -119,9 +182,11 @@ def sigmf_meta_path(path: str | Path) -> Path:
     return path.with_suffix(".sigmf-meta")
 
 
-def annotate_recording(path: str | Path, windows: list[Window], classes: list[str], task: str, model: str) -> int:
+def annotate_recording(path: str | Path, windows: list[Window], classes: list[str], task: str, model: str,
+                       join_gap_s: float = JOIN_GAP_S) -> int:
     """Write ``windows``' predictions into the recording's ``.sigmf-meta`` (atomically, checked
-    against the SigMF schema first), replacing radiofm's earlier annotations; returns how many."""
+    against the SigMF schema first), replacing radiofm's earlier annotations; returns how many.
+    ``join_gap_s``: a segmenter's regions of a class on one band this close are one box."""
     from sigmf import sigmffile
 
     from radiofm.checkpoint import write_text_atomic
@@ -141,7 +206,7 @@ def annotate_recording(path: str | Path, windows: list[Window], classes: list[st
         if not rate:
             raise ValueError(f"{meta_path} records no core:sample_rate: a segmenter's regions need it for "
                              f"their frequency edges")
-        ours = segment_annotations(windows, classes, float(rate), centers, generator)
+        ours = segment_annotations(windows, classes, float(rate), centers, generator, join_gap_s)
     else:
         ours = classifier_annotations(windows, classes, float(rate) if rate else None, centers, generator)
     kept = [a for a in metadata.get("annotations", []) if not is_ours(a)]

@@ -380,6 +380,9 @@ def predict(
         "(measured on each capture). The models expect unit-power noise; default: the IQ as it is."),
     annotate: bool = typer.Option(False, "--annotate", help="Write the predictions into each SigMF recording's "
                                   ".sigmf-meta as annotations (radiofm's earlier ones are replaced, others kept)."),
+    join_gap: float = typer.Option(5.0, "--join-gap", help="--annotate with a segmenter: a class's regions on the "
+                                   "same band at most this many ms apart are one box (a TDD carrier's bursts); "
+                                   "0: a box per region."),
 ):
     """Classify or segment spectrograms and IQ recordings.
 
@@ -402,6 +405,8 @@ def predict(
 
     if sample_rate is not None and not (math.isfinite(sample_rate) and sample_rate > 0):
         fail(f"--sample-rate must be a positive number of Hz, got {sample_rate:g}")
+    if not (math.isfinite(join_gap) and join_gap >= 0):
+        fail(f"--join-gap must be at least 0 ms, got {join_gap:g}")
     level = _noise_power_option(noise_power)
     check_output(plot, "--plot", suffixes=PLOT_SUFFIXES)
     if annotate:
@@ -461,7 +466,8 @@ def predict(
                 raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
         if plot is not None:
             plot_predictions(plot, rows, list(runner.classes), eng.cfg.task, title)
-        written = {meta: annotate_recording(meta, windows, list(runner.classes), eng.cfg.task, _model_name(model))
+        written = {meta: annotate_recording(meta, windows, list(runner.classes), eng.cfg.task, _model_name(model),
+                                            join_gap / 1e3)
                    for meta, windows in annotations.items()}
     except (ValueError, OSError) as e:
         fail(str(e))

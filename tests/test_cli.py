@@ -191,3 +191,10 @@ def test_predict_refuses_a_sample_rate_that_is_not_a_positive_number_first(tmp_p
         result = runner.invoke(app, ["predict", "no-such-model", str(tmp_path / "missing.npy"), f"--sample-rate={rate}"])
         assert result.exit_code == 1
         assert f"--sample-rate must be a positive number of Hz, got {rate}" in result.output
+
+
+def test_predict_refuses_a_negative_join_gap_first(tmp_path):
+    for gap in ("-1", "nan"):
+        result = runner.invoke(app, ["predict", "no-such-model", str(tmp_path / "missing.npy"), f"--join-gap={gap}"])
+        assert result.exit_code == 1
+        assert f"--join-gap must be at least 0 ms, got {gap}" in result.output

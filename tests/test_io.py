@@ -395,6 +395,32 @@ def test_segment_regions_become_time_frequency_boxes():
     assert segment_annotations([Window(0, 10, class_map=speckle)], ["noise", "NR"], 1e6, [0.0], "g") == []
 
 
+def test_a_class_s_regions_on_one_band_join_across_short_gaps():
+    """A TDD carrier's bursts (one band, gaps of two columns = 0.2 ms) are one box, a burst over part
+    of its band included; the same class on another band, another class on this band, and a burst
+    past the gap stay apart; a gap of 0 keeps a box per region."""
+    from radiofm.annotate import Window, segment_annotations
+
+    class_map = np.zeros((20, 20), np.uint8)
+    for first in (0, 4, 8):
+        class_map[10:18, first:first + 2] = 1  # NR bursts, rows 10-17, columns first, first + 1
+    class_map[12:15, 12:14] = 1  # a burst over part of the band, two columns after the last
+    class_map[2:5, 0:6] = 1  # NR on another band at the same time
+    class_map[10:18, 17:20] = 2  # LTE on the NR band, right after it
+    windows = [Window(0, 2000, class_map=class_map)]  # 100 samples = 0.1 ms per column at 1 MS/s
+    boxes = segment_annotations(windows, ["noise", "NR", "LTE"], 1e6, [0.0], "g", join_gap_s=0.2e-3)
+    got = sorted((b["core:label"], b["core:sample_start"], b["core:sample_count"], b["core:freq_lower_edge"],
+                  b["core:freq_upper_edge"]) for b in boxes)
+    assert got == [("LTE", 1700, 300, 0.0, 400000.0), ("NR", 0, 600, -400000.0, -250000.0),
+                   ("NR", 0, 1400, 0.0, 400000.0)], got
+    joined = next(b for b in boxes if b["core:label"] == "NR" and b["core:sample_count"] == 1400)
+    assert joined["core:comment"].startswith("4 regions at most 0.2 ms apart, 54 pixels"), joined
+    apart = segment_annotations(windows, ["noise", "NR", "LTE"], 1e6, [0.0], "g", join_gap_s=0.1e-3)
+    assert len(apart) == len(segment_annotations(windows, ["noise", "NR", "LTE"], 1e6, [0.0], "g", join_gap_s=0)) == 6
+    with pytest.raises(ValueError, match="join gap is a duration of at least 0 s, got -1"):
+        segment_annotations(windows, ["noise", "NR"], 1e6, [0.0], "g", join_gap_s=-1)
+
+
 def test_a_segmenter_annotates_carriers_where_they_are_in_frequency(tmp_path):
     """lte-nr-nano on a fresh LTE + NR capture: an LTE box lies on the LTE carrier's band (its
     frequency edges, about the recording's centre frequency, are the carrier's), none on the noise."""
