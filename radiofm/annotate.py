@@ -14,7 +14,7 @@ model in ``core:generator``; writing again replaces those and keeps every other 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +114,8 @@ class Box:
 
 def join_boxes(boxes: list[Box], gap: float) -> list[Box]:
     """Boxes joined while any two join (``Box.joins``, ``gap`` in samples) into their bounding box,
-    in order of start."""
-    boxes = sorted(boxes, key=lambda b: b.first)
+    in order of start; the boxes given are left as they are."""
+    boxes = sorted((replace(b) for b in boxes), key=lambda b: b.first)
     changed = True
     while changed:
         changed, out = False, []
