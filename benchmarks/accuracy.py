@@ -55,13 +55,14 @@ def time_unit(pre) -> str:
     return "packets" if pre.kind == "csi" else "spectrogram frames"
 
 
-def study_parser(doc: str, model_help: str, n: int, items: str, engine: str, engine_help: str) -> argparse.ArgumentParser:
+def study_parser(doc: str, model_help: str, n: int, items: str, engine: str, engine_help: str,
+                 seed: int = 103) -> argparse.ArgumentParser:
     """A study's command line: the model, ``--n`` ``items`` (default ``n``), ``--seed`` of the test
-    set, ``--engine`` (default ``engine``) and ``--json``; the study adds what it varies."""
+    set (default ``seed``), ``--engine`` (default ``engine``) and ``--json``; the study adds what it varies."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("model", help=f"zoo name or model folder: {model_help}")
     parser.add_argument("--n", type=int, default=n, help=f"{items} (default {n})")
-    parser.add_argument("--seed", type=int, default=103, help="the test set's seed (default 103)")
+    parser.add_argument("--seed", type=int, default=seed, help=f"the test set's seed (default {seed})")
     parser.add_argument("--engine", default=engine, help=f"{engine_help} (default {engine})")
     parser.add_argument("--json", help="write the figures here")
     return parser
