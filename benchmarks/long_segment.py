@@ -45,15 +45,10 @@ def long_segment(model: str, n: int, seed: int, durations_ms: list[float], engin
             windows = seg.predict_iq(iq, pre.sample_rate).indices[0]
             whole = seg.predict(seg._iq_spectrograms(iq, pre.sample_rate)).indices[0]
             for way, found in (("windows", _on_frames(windows, edges, frames)), ("whole", whole)):
-                found = signal.resize_labels(found[None], size)[0]
-                counts[way] += np.bincount(truth.ravel() * len(classes) + found.ravel(),
-                                           minlength=len(classes) ** 2).reshape(len(classes), len(classes))
+                counts[way] += _confusion(truth, found, len(classes))
         row = {"duration_ms": duration, "samples": samples, "n_windows": k}
         for way, cm in counts.items():
-            recall, iou = _per_class(cm)
-            row[way] = {"mean_class_accuracy": float(np.nanmean(recall)), "miou": float(np.nanmean(iou)),
-                        "per_class_accuracy": dict(zip(classes, map(float, recall))),
-                        "per_class_iou": dict(zip(classes, map(float, iou)))}
+            row[way] = _scores(cm, classes)
         log(f"{duration:g} ms ({k} window{'s' * (k != 1)}): windows {row['windows']['mean_class_accuracy']:.2%} "
             f"(mIoU {row['windows']['miou']:.2%}), whole {row['whole']['mean_class_accuracy']:.2%} "
             f"(mIoU {row['whole']['miou']:.2%})")
@@ -92,6 +87,22 @@ def _on_frames(indices: np.ndarray, edges: np.ndarray | None, frames: int) -> np
     parts = [signal.resize_labels(indices[None, :, j * width:(j + 1) * width], (indices.shape[0], b - a))[0]
              for j, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     return np.concatenate(parts, axis=-1)
+
+
+def _confusion(truth: np.ndarray, found: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts, rows true, of a class map ``found`` resized (nearest) onto ``truth``'s grid."""
+    from radiofm import signal
+
+    found = signal.resize_labels(found[None], truth.shape)[0]
+    return np.bincount(truth.ravel() * k + found.ravel(), minlength=k * k).reshape(k, k)
+
+
+def _scores(cm: np.ndarray, classes: list[str]) -> dict:
+    """Mean class pixel accuracy, mean IoU and both per class, of a confusion matrix (rows true)."""
+    recall, iou = _per_class(cm)
+    return {"mean_class_accuracy": float(np.nanmean(recall)), "miou": float(np.nanmean(iou)),
+            "per_class_accuracy": dict(zip(classes, map(float, recall))),
+            "per_class_iou": dict(zip(classes, map(float, iou)))}
 
 
 def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

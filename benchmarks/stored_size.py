@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from .accuracy import run_study, study_parser
-from .long_segment import _on_frames, _per_class, lte_nr_segmenter
+from .long_segment import _confusion, _on_frames, _scores, lte_nr_segmenter
 
 WAYS = ("sdk", "straight", "stored")
 
@@ -34,31 +34,23 @@ def stored_size(model: str, n: int, seed: int, engine: str = "torch", log=print)
     pre = seg.cfg.preprocess
     if not pre.stored_size:
         raise ValueError(f"{model} records no preprocess.stored_size: its IQ goes straight from the STFT already")
-    classes = list(seg.classes)
+    classes, stored = list(seg.classes), tuple(pre.stored_size)
     counts = {way: np.zeros((len(classes), len(classes)), np.int64) for way in WAYS}
     for i in range(n):
-        # Drawn as the generator draws frame i; labelled per STFT frame along time, so that no way's
-        # map is sampled: every map is spread onto the frames it covers.
-        rng = sample_rng(seed, i)
-        iq, _, _ = lte_nr_capture(sample_rng(seed, i), size=tuple(pre.stored_size), pre=pre)
-        frames = signal.num_frames(len(iq), pre.n_fft, pre.hop)
-        _, truth, _ = lte_nr_capture(rng, size=(pre.stored_size[0], frames), pre=pre)
+        # Labelled per STFT frame along time (width None), so that no way's map is sampled: every
+        # map is spread onto the frames it covers.
+        iq, truth, _ = lte_nr_capture(sample_rng(seed, i), size=(stored[0], None), pre=pre)
         spectrum = signal.spectrogram(iq, pre)[None]
         maps = {"sdk": _on_frames(seg.predict_iq(iq, pre.sample_rate).indices[0],
-                                  seg._capture_windows(len(iq)), frames),
+                                  seg._capture_windows(len(iq)), truth.shape[1]),
                 "straight": seg.predict(spectrum).indices[0],
-                "stored": seg.predict(signal.resize(spectrum, tuple(pre.stored_size), "area")).indices[0]}
+                "stored": seg.predict(signal.resize(spectrum, stored, "area")).indices[0]}
         for way, found in maps.items():
-            found = signal.resize_labels(found[None], truth.shape)[0]
-            counts[way] += np.bincount(truth.ravel() * len(classes) + found.ravel(),
-                                       minlength=len(classes) ** 2).reshape(len(classes), len(classes))
+            counts[way] += _confusion(truth, found, len(classes))
     result = {"model": model, "engine": seg.engine_name, "metric": "mean class pixel accuracy, mean IoU",
-              "frames": n, "seed": seed, "stored_size": list(pre.stored_size), "ways": {}}
+              "frames": n, "seed": seed, "stored_size": list(stored), "ways": {}}
     for way, cm in counts.items():
-        recall, iou = _per_class(cm)
-        result["ways"][way] = {"mean_class_accuracy": float(np.nanmean(recall)), "miou": float(np.nanmean(iou)),
-                               "per_class_accuracy": dict(zip(classes, map(float, recall))),
-                               "per_class_iou": dict(zip(classes, map(float, iou)))}
+        result["ways"][way] = _scores(cm, classes)
         log(f"{way}: {result['ways'][way]['mean_class_accuracy']:.2%} (mIoU {result['ways'][way]['miou']:.2%})")
     return result
 
@@ -75,8 +67,7 @@ NAMES = {"sdk": "IQ through the stored grid (the SDK)", "straight": "IQ straight
 
 
 def _table(result: dict) -> list[str]:
-    h, w = result["stored_size"]
-    return [f"\n{result['frames']} frames (seed {result['seed']}), scored on {h} rows x each STFT frame\n\n"
+    return [f"\n{result['frames']} frames (seed {result['seed']}), scored on {result['stored_size'][0]} rows x each STFT frame\n\n"
             "| input | mean class accuracy | mIoU |\n|---|---|---|",
             *(f"| {NAMES[way]} | {r['mean_class_accuracy']:.1%} | {r['miou']:.1%} |"
               for way, r in result["ways"].items())]

@@ -79,10 +79,11 @@ def lte_nr_capture(
     n_carriers: int | None = None,
     duration_ms: float | None = None,
     fs: float = SAMPLE_RATE,
-    size: tuple[int, int] = FRAME_SIZE,
+    size: tuple[int, int | None] = FRAME_SIZE,
     pre: PreprocessConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(IQ complex64 at ``fs``, labels (H,W) uint8 class index, info): a frame before its spectrogram."""
+    """(IQ complex64 at ``fs``, labels (H,W) uint8 class index, info): a frame before its spectrogram.
+    A ``size`` width of None labels each STFT frame of the capture (W = its frame count)."""
     pre = pre or PreprocessConfig()
     duration_ms = int(rng.integers(10, 41)) if duration_ms is None else duration_ms
     specs = draw_scene(rng, snr_db, n_carriers, fs)
@@ -91,8 +92,9 @@ def lte_nr_capture(
     iq, timing = modulate_carriers(carriers, fs, n)
     frequency_shift(iq, rng.uniform(-2e3, 2e3), fs, round(fs * 5e-4))  # the receiver's LO offset
     iq += (rng.standard_normal(2 * n, dtype=np.float32) * np.float32(np.sqrt(0.5))).view(np.complex64)
-    labels = np.zeros(size, np.uint8)
     n_frames = signal.num_frames(n, pre.n_fft, pre.hop)
+    size = (size[0], n_frames if size[1] is None else size[1])
+    labels = np.zeros(size, np.uint8)
     for c in carriers:
         labels[_label_map(c, timing[c.spec.scs_khz], n_frames, pre.hop, fs, size)] = CLASSES.index(c.spec.kind)
     info = dict(
